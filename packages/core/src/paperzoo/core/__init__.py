@@ -1,0 +1,1 @@
+"""paperzoo core."""
