@@ -33,7 +33,8 @@ class MethodCard:
         config_package: the package holding `configs/*.yaml` (must contain `tiny.yaml` for train-like kinds).
         check: "module:function" of the claim check, `check(quick: bool) -> ClaimResult`.
         run: "module:function" that `paperzoo run KEY` calls, for non-training kinds.
-        task: "module:Class" of the LightningModule, for kinds trained through the CLI.
+        task: "module:Class" of the LightningModule, for kinds trained through the CLI (its datamodule belongs
+            in `entry_points`).
     """
 
     key: str
@@ -50,6 +51,12 @@ class MethodCard:
     run: str | None = None
     task: str | None = None
     notes: str = field(default="")
+
+    def import_modules(self) -> None:
+        """Import the modules of the task and the public entry points (registers their classes with the CLI)."""
+        for path in (self.task, *self.entry_points):
+            if path:
+                importlib.import_module(path.partition(":")[0])
 
     def configs(self) -> dict[str, Path]:
         """Config name (file stem) -> path of every packaged config."""

@@ -62,13 +62,13 @@ def lightning_main(argv: list[str]) -> None:
     from paperzoo.core.lightning_cli import PaperzooCLI
 
     for card in discover_cards().values():  # import every domain so short class names resolve
-        if card.task:
-            from paperzoo.core.card import load_object
-
-            load_object(card.task)
-    args = resolve_config_args(argv)
-    sys.argv = [sys.argv[0], *args]  # LightningCLI parses sys.argv: give it the resolved configs
-    PaperzooCLI()
+        card.import_modules()
+    saved_argv = sys.argv
+    sys.argv = [sys.argv[0], *resolve_config_args(argv)]  # LightningCLI parses sys.argv: give it the resolved one
+    try:
+        PaperzooCLI()
+    finally:
+        sys.argv = saved_argv
 
 
 def list_main(args: argparse.Namespace) -> None:

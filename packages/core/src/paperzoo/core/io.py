@@ -7,6 +7,7 @@ and is renamed into place, so a run killed mid-write never leaves a truncated fi
 import contextlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -64,6 +65,21 @@ def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = "cpu"
         return torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise DataError(f"checkpoint {path} is truncated or corrupt ({err})") from err
+
+
+def verify_checkpoint_file(path: str | os.PathLike[str]) -> None:
+    """Check that a checkpoint (a torch zip archive) exists and is whole, without unpickling it; a `DataError`
+    names the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise DataError(f"checkpoint {path} is truncated or corrupt ({err})") from err
+    if broken is not None:
+        raise DataError(f"checkpoint {path} is truncated or corrupt (member {broken} fails its checksum)")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

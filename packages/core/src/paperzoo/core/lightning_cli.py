@@ -1,12 +1,13 @@
 """`PaperzooCLI`: LightningCLI in subclass mode over `BaseTask` and `BaseDataModule`."""
 
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from paperzoo.core.data.base import BaseDataModule
-from paperzoo.core.io import AtomicCheckpointIO
+from paperzoo.core.io import AtomicCheckpointIO, verify_checkpoint_file
 from paperzoo.core.task import BaseTask
 
 
@@ -44,3 +45,12 @@ class PaperzooCLI(LightningCLI):
         parser.set_defaults({"checkpoint.save_last": True})
         for name in self.LINKS:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters before anything else: check the file is whole first,
+        # so a truncated checkpoint is reported by name rather than as a zip-reader traceback.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            verify_checkpoint_file(ckpt_path)
+        super()._parse_ckpt_path()

@@ -12,6 +12,7 @@ CARD = MethodCard(
     entry_points=(
         "paperzoo.core.schedulers.wsd:WarmupStableDecay",
         "paperzoo.core.schedulers.wsd:wsd_multiplier",
+        "paperzoo.core.lm.data:TextDataModule",
     ),
     claim=(
         "A warmup-stable-decay schedule ends at a loss at or below cosine decay for the same budget, and a short "
