@@ -31,11 +31,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
 from paperzoo.core.io import atomic_write_text
 from paperzoo.core.layers import swiglu_hidden_dim
 from paperzoo.core.lm.task import CausalLMTask
 from paperzoo.core.schedulers import WarmupStableDecay
-from torch.utils.data import DataLoader
 
 VOCAB_SIZE = 257  # the byte vocabulary of paperzoo's LM configs
 RESULTS = Path(__file__).resolve().parent / "results" / "gpt_train_throughput.json"

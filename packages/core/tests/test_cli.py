@@ -133,7 +133,15 @@ def test_duplicate_keys_name_both_origins(monkeypatch):
             return card
 
     card = MethodCard(
-        key="dup", number=1, title="t", arxiv="x", kind="train", domain="d", entry_points=(), claim="c", reference_code=""
+        key="dup",
+        number=1,
+        title="t",
+        arxiv="x",
+        kind="train",
+        domain="d",
+        entry_points=(),
+        claim="c",
+        reference_code="",
     )
     entries = [FakeEntry("pkg_a.m:CARD", "paperzoo-a"), FakeEntry("pkg_b.m:CARD", "paperzoo-b")]
     monkeypatch.setattr(card_module, "entry_points", lambda group: entries)

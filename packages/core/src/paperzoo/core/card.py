@@ -94,6 +94,12 @@ def discover_cards() -> dict[str, MethodCard]:
     return dict(sorted(cards.items()))
 
 
+def import_all_methods() -> None:
+    """Import every installed method's modules, so their classes resolve by short name in configs."""
+    for card in discover_cards().values():
+        card.import_modules()
+
+
 def get_card(key: str) -> MethodCard:
     cards = discover_cards()
     if key not in cards:

@@ -58,11 +58,10 @@ def resolve_config_args(argv: list[str]) -> list[str]:
 
 
 def lightning_main(argv: list[str]) -> None:
-    from paperzoo.core.card import discover_cards
+    from paperzoo.core.card import import_all_methods
     from paperzoo.core.lightning_cli import PaperzooCLI
 
-    for card in discover_cards().values():  # import every domain so short class names resolve
-        card.import_modules()
+    import_all_methods()
     saved_argv = sys.argv
     sys.argv = [sys.argv[0], *resolve_config_args(argv)]  # LightningCLI parses sys.argv: give it the resolved one
     try:
@@ -81,7 +80,9 @@ def list_main(args: argparse.Namespace) -> None:
         if args.domain and card.domain != args.domain:
             continue
         result = results.get(card.key)
-        verdict = "-" if result is None else ("pass" if result.passed else "FAIL") + (" (quick)" if result.quick else "")
+        verdict = (
+            "-" if result is None else ("pass" if result.passed else "FAIL") + (" (quick)" if result.quick else "")
+        )
         rows.append(
             (card.key, str(card.number), card.domain, card.kind, ",".join(card.configs()) or "-", verdict, card.title)
         )

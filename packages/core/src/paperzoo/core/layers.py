@@ -20,6 +20,9 @@ class RotaryEmbedding(nn.Module):
         base: the frequency base, 10000 in the paper.
     """
 
+    cos: torch.Tensor
+    sin: torch.Tensor
+
     def __init__(self, head_dim: int, max_seq_len: int, base: float = 10000.0):
         super().__init__()
         require(head_dim % 2 == 0, f"rotary embedding needs an even head width, got {head_dim}")

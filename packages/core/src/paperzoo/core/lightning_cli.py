@@ -54,3 +54,12 @@ class PaperzooCLI(LightningCLI):
         if ckpt_path and Path(ckpt_path).is_file():
             verify_checkpoint_file(ckpt_path)
         super()._parse_ckpt_path()
+
+    def after_fit(self) -> None:
+        """End a fit with its validation figures and where the checkpoint is, in plain words."""
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics and self.trainer.is_global_zero:
+            print("validation: " + ", ".join(f"{name} {value:.4f}" for name, value in sorted(metrics.items())))
+        checkpoint = self.trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.last_model_path and self.trainer.is_global_zero:
+            print(f"last checkpoint: {checkpoint.last_model_path}")

@@ -71,8 +71,9 @@ class BaseTask(L.LightningModule, abc.ABC):
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         scheduler = self.scheduler_factory(optimizer)
-        if getattr(scheduler, "total_steps", 0) is None:
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
+        set_total_steps = getattr(scheduler, "set_total_steps", None)
+        if set_total_steps is not None and getattr(scheduler, "total_steps", 0) is None:
+            set_total_steps(int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:
@@ -87,6 +88,30 @@ class BaseTask(L.LightningModule, abc.ABC):
         if seconds > 0:
             self.log(f"train/{self.throughput_unit}_per_s", self.count_items(batch) / seconds)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Lightning's `load_from_checkpoint`, which also works on a base class: `BaseTask.load_from_checkpoint(p)`
+        rebuilds the subclass the checkpoint was trained with (its `_class_path`, saved by the `paperzoo` command,
+        must name an imported subclass; `paperzoo.core.card.import_all_methods()` imports every installed one)."""
+        from paperzoo.core.io import verify_checkpoint_file
+
+        verify_checkpoint_file(checkpoint_path)
+        hparams = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=False).get(
+            "hyper_parameters", {}
+        )
+        target = _imported_subclass(cls, hparams.get("_class_path", ""))
+        load = super(BaseTask, target or cls).load_from_checkpoint  # type: ignore[misc]
+        return load(checkpoint_path, *args, **kwargs)
+
     def num_parameters(self) -> int:
         """Distinct parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _imported_subclass(base: type, class_path: str) -> type | None:
+    """The already imported class at `class_path` if it is a strict subclass of `base` (never imports anything)."""
+    import sys
+
+    module_name, _, name = class_path.rpartition(".")
+    found = getattr(sys.modules.get(module_name), name, None)
+    return found if isinstance(found, type) and issubclass(found, base) and found is not base else None

@@ -6,7 +6,7 @@ import lightning as L
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from paperzoo.core.data.sampler import ResumableSampler
+from paperzoo.core.data.sampler import ResumableSampler, ShardSampler
 from paperzoo.core.errors import DataError, require
 
 
@@ -56,8 +56,9 @@ class BaseDataModule(L.LightningDataModule):
 
     def make_loader(self, dataset: Dataset, train: bool) -> StatefulDataLoader:
         """A loader over this rank's share of `dataset`: shuffled, resumable and dropping the last partial
-        batch for training; in order otherwise."""
-        sampler = ResumableSampler(len(dataset), seed=self.seed, shuffle=train)  # type: ignore[arg-type]
+        batch for training; in order, from the start each time, otherwise."""
+        size = len(dataset)  # type: ignore[arg-type]
+        sampler = ResumableSampler(size, seed=self.seed) if train else ShardSampler(size)
         if train and len(sampler) < self.batch_size:
             raise DataError(
                 f"the training split has {len(sampler)} samples per rank, fewer than one batch of {self.batch_size}"

@@ -50,9 +50,7 @@ class ResumableSampler(Sampler[int]):
         self.num_replicas = default_world if num_replicas is None else num_replicas
         self.rank = default_rank if rank is None else rank
         require(0 <= self.rank < self.num_replicas, f"rank {self.rank} is outside [0, {self.num_replicas})")
-        require(
-            size >= self.num_replicas, f"{size} samples cannot be shared by {self.num_replicas} ranks"
-        )
+        require(size >= self.num_replicas, f"{size} samples cannot be shared by {self.num_replicas} ranks")
         self.epoch = 0
         self.position = 0  # indices of the current epoch already handed out by this rank
 
@@ -85,3 +83,26 @@ class ResumableSampler(Sampler[int]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation order: rank r of R reads `range(size)[r::R]`, from the start on every iteration (no state, so a
+    sanity-check pass or an interrupted validation never shifts the next one).
+
+    Args:
+        size: number of samples.
+        num_replicas, rank: as in `ResumableSampler`. The last `size % R` samples are left out under R > 1 so that
+            every rank evaluates the same number of batches.
+    """
+
+    def __init__(self, size: int, num_replicas: int | None = None, rank: int | None = None):
+        default_rank, default_world = current_rank_and_world()
+        self.size = size
+        self.num_replicas = default_world if num_replicas is None else num_replicas
+        self.rank = default_rank if rank is None else rank
+
+    def __len__(self) -> int:
+        return self.size // self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self) * self.num_replicas, self.num_replicas))

@@ -174,7 +174,10 @@ class BPETokenizer:
             self.tokenizer.train_from_iterator((d.text for d in documents), trainer=trainer)
             atomic_write_text(cached, self.tokenizer.to_str())
         self.vocab_size = vocab_size
-        self.eos_id = self.tokenizer.token_to_id(self.EOS)
+        eos_id = self.tokenizer.token_to_id(self.EOS)
+        if eos_id is None:
+            raise DataError(f"the BPE tokenizer in {cached} has no {self.EOS} token; delete the file to retrain it")
+        self.eos_id: int = eos_id
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -270,11 +273,11 @@ class TextDataModule(BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return
-        self.train_documents, self.val_documents = split_by_document(
-            self.documents(), self.val_fraction, self.seed
-        )
+        self.train_documents, self.val_documents = split_by_document(self.documents(), self.val_fraction, self.seed)
         self.tokenizer: Tokenizer = (
-            ByteTokenizer() if self.tokenizer_kind == "byte" else BPETokenizer(self.train_documents, self.bpe_vocab_size)
+            ByteTokenizer()
+            if self.tokenizer_kind == "byte"
+            else BPETokenizer(self.train_documents, self.bpe_vocab_size)
         )
         self.train_set = TokenWindows(encode_documents(self.train_documents, self.tokenizer), self.seq_len)
         self.val_set = TokenWindows(encode_documents(self.val_documents, self.tokenizer), self.seq_len)

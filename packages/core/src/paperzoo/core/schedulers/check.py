@@ -116,9 +116,7 @@ def train(
 def check(quick: bool = False) -> ClaimResult:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # seven fits: keep the output to the verdict
     setting = QUICK if quick else FULL
-    data = TextDataModule(
-        source="wikipedia", seq_len=setting.seq_len, batch_size=setting.batch_size, seed=setting.seed
-    )
+    data = TextDataModule(source="wikipedia", seq_len=setting.seq_len, batch_size=setting.batch_size, seed=setting.seed)
     budgets = [round(f * setting.budget) for f in BUDGET_FRACTIONS]
     cosine = {
         b: functools.partial(
@@ -155,9 +153,9 @@ def check(quick: bool = False) -> ClaimResult:
             )
             wsd_loss[b], points = train(setting, data, decay, b, resume_from=checkpoints[start])
             # continue the smoothed stable curve through the branch
-            curves[f"wsd decay {b}"] = smooth(
-                [p for p in curves["wsd stable"] if p[0] <= start] + points, beta=0.95
-            )[-len(points) :]
+            curves[f"wsd decay {b}"] = smooth([p for p in curves["wsd stable"] if p[0] <= start] + points, beta=0.95)[
+                -len(points) :
+            ]
 
     full = budgets[-1]
     criteria = [Criterion(f"WSD - cosine at {full} steps (nats/token)", wsd_loss[full] - cosine_loss[full], "<=", 0.0)]
@@ -165,7 +163,10 @@ def check(quick: bool = False) -> ClaimResult:
         Criterion(f"WSD branch - cosine at {b} steps (nats/token)", wsd_loss[b] - cosine_loss[b], "<=", TOLERANCE)
         for b in budgets
     ]
-    n_steps_cosine, n_steps_wsd = sum(budgets), max(branch_points.values()) + sum(b - s for b, s in branch_points.items())
+    n_steps_cosine, n_steps_wsd = (
+        sum(budgets),
+        max(branch_points.values()) + sum(b - s for b, s in branch_points.items()),
+    )
     return ClaimResult(
         key="wsd",
         claim=(
@@ -181,7 +182,10 @@ def check(quick: bool = False) -> ClaimResult:
             "(validation loss, same seed, data order and peak LR)"
         ),
         method={f"wsd val loss @{b}": wsd_loss[b] for b in budgets} | {"training steps, all budgets": n_steps_wsd},
-        baselines={"cosine": {f"val loss @{b}": cosine_loss[b] for b in budgets} | {"training steps, all budgets": n_steps_cosine}},
+        baselines={
+            "cosine": {f"val loss @{b}": cosine_loss[b] for b in budgets}
+            | {"training steps, all budgets": n_steps_cosine}
+        },
         criteria=criteria,
         curves=curves,
         config={

@@ -21,6 +21,7 @@ decayed model for every budget it passes (`decay_steps=0` gives the stable run i
 import math
 from typing import Any, Literal
 
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -122,7 +123,7 @@ class WarmupStableDecay(LRScheduler):
             step, self.total_steps, self.warmup_steps, self.decay_steps, self.decay_shape, self.min_lr_ratio
         )
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | Tensor]:
         factor = self.multiplier(self.last_epoch)
         return [base_lr * factor for base_lr in self.base_lrs]
 

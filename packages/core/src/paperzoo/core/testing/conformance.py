@@ -18,15 +18,22 @@ import torch
 
 from paperzoo.core.card import MethodCard
 from paperzoo.core.cli import main as paperzoo_main
+from paperzoo.core.cli import preset_path
 from paperzoo.core.data.base import BaseDataModule
 from paperzoo.core.task import BaseTask
 
 
-def build_from_config(config: Path, *overrides: str) -> tuple[BaseTask, BaseDataModule]:
-    """The task and datamodule a config describes, built by the CLI's own parser (links applied)."""
+def _cli(config: Path, *overrides: str) -> Any:
+    from paperzoo.core.card import import_all_methods
     from paperzoo.core.lightning_cli import PaperzooCLI
 
-    cli = PaperzooCLI(run=False, args=["--config", str(config), *overrides])
+    import_all_methods()
+    return PaperzooCLI(run=False, args=["--config", str(config), *overrides])
+
+
+def build_from_config(config: Path, *overrides: str) -> tuple[BaseTask, BaseDataModule]:
+    """The task and datamodule a config describes, built by the CLI's own parser (links applied)."""
+    cli = _cli(config, *overrides)
     return cli.model, cli.datamodule
 
 
@@ -107,14 +114,12 @@ def fit_tiny_and_round_trip(card: MethodCard, workdir: Path, steps: int = 4) -> 
     assert abs(fitted - validated) < 1e-5, f"val/loss after fit {fitted} != after reload {validated}"
 
     task = BaseTask.load_from_checkpoint(checkpoint, map_location="cpu")
-    _, data = build_from_config(tiny)
-    data.prepare_data()
-    data.setup("validate")
-    task.eval()
-    with torch.no_grad():
-        losses = [float(task.step(batch, "val")) for batch in data.val_dataloader()]
-    reloaded = sum(losses) / len(losses)
-    assert abs(reloaded - validated) < 1e-4, f"load_from_checkpoint gives val/loss {reloaded}, the CLI {validated}"
+    assert type(task).__name__ == type(build_from_config(tiny)[0]).__name__
+    cli = _cli(
+        tiny, "--config", str(preset_path("cpu")), "--trainer.logger=false", "--trainer.enable_progress_bar=false"
+    )
+    reloaded = cli.trainer.validate(task, datamodule=cli.datamodule, verbose=False)[0]["val/loss"]
+    assert abs(reloaded - validated) < 1e-5, f"load_from_checkpoint gives val/loss {reloaded}, the CLI {validated}"
 
 
 def _snapshot(value: Any) -> Any:

@@ -1,0 +1,49 @@
+# paperzoo workspace targets. `make demo` and `make test` do their own set-up.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen --all-packages
+KEY ?= wsd
+
+.PHONY: setup demo test lint test-fast test-slow check check-all report bench build clean
+
+setup:  ## uv (bootstrapped with pip if missing), the locked environment, and the Debian data packages
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages --frozen
+	@$(RUN) python scripts/debian_packages.py --install
+
+demo: setup  ## train the small GPT with WSD on the Wikipedia sample, then the WSD claim check (quick)
+	$(RUN) paperzoo fit --config wsd/gpt_wikipedia --config cpu --trainer.default_root_dir runs/demo
+	$(RUN) paperzoo check wsd --quick
+
+test: setup lint test-fast  ## lint and the default test tier (what CI runs)
+
+lint:
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy packages/core/src
+
+test-fast:
+	$(RUN) pytest -n 2
+
+test-slow: setup  ## claim checks in quick mode, wheel builds
+	$(RUN) pytest -n 2 -m slow
+
+check: setup  ## full-mode claim check of KEY (default wsd), written to benchmarks/results/KEY.json
+	$(RUN) paperzoo check $(KEY)
+
+check-all: setup
+	for key in $$($(RUN) python -c "from paperzoo.core.card import discover_cards; print(*discover_cards())"); do \
+		$(RUN) paperzoo check $$key || exit 1; done
+
+report: setup  ## benchmarks/RESULTS.md and plots from the result files
+	$(RUN) paperzoo report
+
+bench: setup  ## performance benchmarks against peer libraries (installs the peers group)
+	$(UV) sync --all-packages --frozen --group peers
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/gpt_train_throughput.py
+
+build:  ## one wheel per member into dist/
+	$(UV) build --all-packages --out-dir dist
+
+clean:
+	rm -rf dist runs lightning_logs .pytest_cache .mypy_cache .ruff_cache
