@@ -35,7 +35,7 @@ def assert_user_error(capsys, argv, message):
     [
         (["check", "nope"], "unknown method 'nope'; installed methods are: wsd"),
         (["fit", "--config", "missing.yaml"], "config 'missing.yaml' is not a file, a trainer preset"),
-        (["fit", "--config", "wsd/huge"], "method 'wsd' has no config 'huge'; it has tiny"),
+        (["fit", "--config", "wsd/huge"], "method 'wsd' has no config 'huge'; it has gpt_wikipedia, tiny"),
         (["fit", "--config", "wsd/tiny", "--data.init_args.batch_size=0"], "batch_size must be positive, got 0"),
         (["fit", "--config", "wsd/tiny", "--model.init_args.dimm=3"], "Option 'dimm' is not accepted"),
         (["fit", "--config", "wsd/tiny", "--model.init_args.n_heads=5"], "model width 48 must divide into 5 heads"),
