@@ -14,6 +14,7 @@ pattern); every installed domain is imported through its method cards first, so 
 
 import argparse
 import sys
+import warnings
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,8 @@ def user_error_message(error: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> Any:
     argv = sys.argv[1:] if argv is None else argv
+    # torch 2.11 deprecates an API that lightning 2.6 calls on every batch; the warning is not actionable for users
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     try:
         dispatch(argv)
     except Exception as error:  # noqa: BLE001 - user mistakes become one sentence, bugs re-raise
