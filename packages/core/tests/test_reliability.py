@@ -115,3 +115,40 @@ def test_truncated_checkpoint_names_the_file(small_corpus, tmp_path, capsys):
         main(tiny_args(small_corpus, tmp_path / "again", f"--ckpt_path={truncated}"))
     assert exit_.value.code == 2
     assert f"paperzoo: error: checkpoint {truncated} is truncated or corrupt" in capsys.readouterr().err
+
+
+def test_decay_branch_from_a_stable_checkpoint_through_the_cli(small_corpus, tmp_path):
+    """A stable run (decay_steps 0) checkpointed at step 8, then a 4-step linear decay branched from that checkpoint:
+    the branch continues the step count and data position and ends at the minimum LR."""
+    scheduler = "--model.init_args.lr_scheduler.init_args"
+    stable = tmp_path / "stable"
+    main(
+        tiny_args(
+            small_corpus,
+            stable,
+            "--trainer.max_steps=12",
+            "--checkpoint.every_n_train_steps=4",
+            "--checkpoint.save_top_k=-1",
+            f"{scheduler}.decay_steps=0",
+        )
+    )
+    start = next(stable.glob("*step=8.ckpt"))
+    branch = tmp_path / "branch"
+    main(
+        tiny_args(
+            small_corpus,
+            branch,
+            "--trainer.max_steps=12",
+            f"--ckpt_path={start}",
+            f"{scheduler}.decay_steps=4",
+            f"{scheduler}.decay_shape=linear",
+            f"{scheduler}.min_lr_ratio=0.1",
+        )
+    )
+    stable_end, branch_end = (load_checkpoint_file(folder / "last.ckpt") for folder in (stable, branch))
+    peak = stable_end["lr_schedulers"][0]["base_lrs"][0]
+    assert stable_end["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(peak)
+    assert branch_end["global_step"] == 12 and branch_end["lr_schedulers"][0]["last_epoch"] == 12
+    assert branch_end["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.1 * peak)
+    # the two runs share everything up to step 8, then differ only through the LR
+    assert max_difference(stable_end["state_dict"], branch_end["state_dict"]) > 0

@@ -21,7 +21,13 @@ def plot_curves(result: ClaimResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, points in result.curves.items():
         xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, label=name, linewidth=1.2, linestyle="--" if name.startswith("cosine") else "-")
+        ax.plot(xs, ys, label=name, linewidth=1.4, linestyle="--" if name.startswith(("cosine", "baseline")) else "-")
+    # the first quarter of training is a steep fall that would flatten every difference worth seeing
+    x_max = max(x for points in result.curves.values() for x, _ in points)
+    late = [y for points in result.curves.values() for x, y in points if x >= x_max / 4]
+    if late:
+        margin = 0.05 * (max(late) - min(late))
+        ax.set_ylim(min(late) - margin, max(late) + margin)
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (smoothed)")
     ax.set_title(f"{result.key}: {'PASS' if result.passed else 'FAIL'}" + (" (quick)" if result.quick else ""))

@@ -1,8 +1,8 @@
 """`BaseTask`: the LightningModule every paperzoo method's task derives from.
 
 It owns what no paper changes: optimizer and LR-scheduler injection (LightningCLI's `OptimizerCallable` /
-`LRSchedulerCallable`, default AdamW with WSD), and uniform logging (`train/loss`, `<stage>/loss`, the parameter
-count and training throughput). A subclass implements `step` (the paper's loss) and may log `val/<metric>`.
+`LRSchedulerCallable`, default AdamW with WSD), and uniform logging (`train/loss`, `train/lr`, `<stage>/loss`, the
+parameter count and training throughput). A subclass implements `step` (the paper's loss) and may log `val/<metric>`.
 """
 
 import abc
@@ -87,6 +87,9 @@ class BaseTask(L.LightningModule, abc.ABC):
         seconds = time.perf_counter() - self._batch_started
         if seconds > 0:
             self.log(f"train/{self.throughput_unit}_per_s", self.count_items(batch) / seconds)
+        optimizers = self.trainer.optimizers
+        if optimizers:
+            self.log("train/lr", optimizers[0].param_groups[0]["lr"])
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
