@@ -90,6 +90,10 @@ def test_decay_branch_from_stable_checkpoint_keeps_new_phases():
     assert lrs(branch, 11) == pytest.approx([1 - 0.9 * k / 10 for k in range(11)])
 
 
+def test_no_decay_is_a_stable_run_that_never_drops():
+    assert lrs(make(total_steps=5, warmup_steps=1, decay_steps=0), 9) == pytest.approx([0, 1, 1, 1, 1, 1, 1, 1, 1])
+
+
 def test_total_steps_bound_late_by_the_trainer():
     scheduler = make(warmup_steps=2, decay_steps=0.5, decay_shape="linear", min_lr_ratio=0.5)
     scheduler.set_total_steps(8)

@@ -7,7 +7,7 @@ The LR multiplier f(s) of step s, with W warmup steps, D decay steps and N total
     f(s) = s / W                 for s < W            (linear warmup)
     f(s) = 1                     for W <= s < S       (stable: constant LR)
     f(s) = g((s - S) / D)        for S <= s <= N      (decay, g(0) = 1, g(1) = m)
-    f(s) = m                     for s > N
+    f(s) = m                     for s > N            (f = 1 after warmup when D = 0: a pure stable run)
 
 with m = `min_lr_ratio` and g one of: exponential m^p (MiniCPM's choice: a constant half-life, here set so that the
 decay ends exactly at m), cosine, linear and 1-sqrt (Hägele et al., arXiv:2405.18392).
@@ -56,7 +56,7 @@ def wsd_multiplier(
     if step < warmup_steps:
         return step / warmup_steps
     decay_start = total_steps - decay_steps
-    if step < decay_start:
+    if step < decay_start or decay_steps == 0:  # no decay: a stable run, which a branch may decay later
         return 1.0
     if step >= total_steps:
         return min_lr_ratio
