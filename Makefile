@@ -40,7 +40,7 @@ report: setup  ## benchmarks/RESULTS.md and plots from the result files
 
 bench: setup  ## performance benchmarks against peer libraries (installs the peers group)
 	$(UV) sync --all-packages --frozen --group peers
-	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/gpt_train_throughput.py
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/gpt_train_throughput.py --rounds 5 --steps 40
 
 build:  ## one wheel per member into dist/
 	$(UV) build --all-packages --out-dir dist
