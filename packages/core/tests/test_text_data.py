@@ -1,7 +1,5 @@
 """Text corpora: the offline sources, the standard-format loaders on fixtures, document splits and tokenizers."""
 
-import json
-
 import pytest
 import torch
 
@@ -17,14 +15,6 @@ from paperzoo.core.lm.data import (
     stdlib_sources,
     wikipedia_sample,
 )
-
-
-@pytest.fixture
-def jsonl_corpus(tmp_path):
-    path = tmp_path / "corpus.jsonl"
-    rows = [{"title": f"doc{i}", "text": f"document number {i}. " * 20} for i in range(10)]
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
 
 
 def test_wikipedia_sample_is_real_articles():
@@ -52,8 +42,8 @@ def test_split_is_by_document_deterministic_and_disjoint():
     assert split_by_document(documents, 0.2, seed=2) != (train, val)
 
 
-def test_datamodule_has_no_leakage_between_splits(jsonl_corpus):
-    data = TextDataModule(path=str(jsonl_corpus), seq_len=16, batch_size=2, val_fraction=0.3)
+def test_datamodule_has_no_leakage_between_splits(small_corpus):
+    data = TextDataModule(path=str(small_corpus), seq_len=16, batch_size=2, val_fraction=0.3)
     data.prepare_data()
     data.setup()
     val_titles = {d.title for d in data.val_documents}
@@ -65,7 +55,7 @@ def test_datamodule_has_no_leakage_between_splits(jsonl_corpus):
     train_text = ByteTokenizer().decode(data.train_set.tokens.tolist())
     for title in val_titles:
         number = title.removeprefix("doc")
-        assert f"document number {number}." not in train_text
+        assert f"Article {number} talks" not in train_text
 
 
 def test_txt_directory_corpus(tmp_path):
