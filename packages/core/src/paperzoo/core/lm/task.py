@@ -51,5 +51,9 @@ class CausalLMTask(BaseTask):
             self.log(f"{stage}/bits_per_token", loss / math.log(2), sync_dist=True)
         return loss
 
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Greedy next-token predictions for each position of the input windows. [B, T] int64"""
+        return self.model(batch[:, :-1]).argmax(dim=-1)
+
     def count_items(self, batch: torch.Tensor) -> int:
         return batch[:, 1:].numel()

@@ -112,6 +112,17 @@ def fit_tiny_and_round_trip(card: MethodCard, workdir: Path, steps: int = 4) -> 
     paperzoo_main(["validate", *common, f"--trainer.logger.name={validate_logs.name}", f"--ckpt_path={checkpoint}"])
     validated = read_metric(validate_logs, "val/loss")
     assert abs(fitted - validated) < 1e-5, f"val/loss after fit {fitted} != after reload {validated}"
+    for verb in ("test", "predict"):  # the other verbs run on the checkpoint too
+        paperzoo_main(
+            [
+                verb,
+                *common,
+                f"--trainer.logger.name={verb}",
+                "--trainer.limit_predict_batches=2",
+                "--trainer.limit_test_batches=4",
+                f"--ckpt_path={checkpoint}",
+            ]
+        )
 
     task = BaseTask.load_from_checkpoint(checkpoint, map_location="cpu")
     assert type(task).__name__ == type(build_from_config(tiny)[0]).__name__
