@@ -152,3 +152,16 @@ def test_decay_branch_from_a_stable_checkpoint_through_the_cli(small_corpus, tmp
     assert branch_end["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.1 * peak)
     # the two runs share everything up to step 8, then differ only through the LR
     assert max_difference(stable_end["state_dict"], branch_end["state_dict"]) > 0
+
+
+def test_base_class_load_rebuilds_the_trained_task_in_a_fresh_process(small_corpus, tmp_path):
+    main(tiny_args(small_corpus, tmp_path / "ckpt", "--trainer.max_steps=2"))
+    code = (
+        "import sys; from paperzoo.core.task import BaseTask; "
+        "task = BaseTask.load_from_checkpoint(sys.argv[1]); print(type(task).__name__, task.hparams.vocab_size)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ckpt" / "last.ckpt")], capture_output=True, text=True, timeout=300
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split() == ["CausalLMTask", "257"]

@@ -6,6 +6,7 @@ parameter count and training throughput). A subclass implements `step` (the pape
 """
 
 import abc
+import sys
 import time
 from typing import Any
 
@@ -94,15 +95,20 @@ class BaseTask(L.LightningModule, abc.ABC):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """Lightning's `load_from_checkpoint`, which also works on a base class: `BaseTask.load_from_checkpoint(p)`
-        rebuilds the subclass the checkpoint was trained with (its `_class_path`, saved by the `paperzoo` command,
-        must name an imported subclass; `paperzoo.core.card.import_all_methods()` imports every installed one)."""
+        rebuilds the subclass the checkpoint was trained with (its `_class_path`, saved by the `paperzoo` command;
+        only classes of installed methods are imported, never an arbitrary path from the file)."""
+        from paperzoo.core.card import import_all_methods
         from paperzoo.core.io import verify_checkpoint_file
 
         verify_checkpoint_file(checkpoint_path)
         hparams = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=False).get(
             "hyper_parameters", {}
         )
-        target = _imported_subclass(cls, hparams.get("_class_path", ""))
+        class_path = hparams.get("_class_path", "")
+        target = _imported_subclass(cls, class_path)
+        if target is None and class_path:
+            import_all_methods()
+            target = _imported_subclass(cls, class_path)
         load = super(BaseTask, target or cls).load_from_checkpoint  # type: ignore[misc]
         return load(checkpoint_path, *args, **kwargs)
 
@@ -113,8 +119,6 @@ class BaseTask(L.LightningModule, abc.ABC):
 
 def _imported_subclass(base: type, class_path: str) -> type | None:
     """The already imported class at `class_path` if it is a strict subclass of `base` (never imports anything)."""
-    import sys
-
     module_name, _, name = class_path.rpartition(".")
     found = getattr(sys.modules.get(module_name), name, None)
     return found if isinstance(found, type) and issubclass(found, base) and found is not base else None
