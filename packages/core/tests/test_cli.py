@@ -1,5 +1,6 @@
 """The `paperzoo` command: user mistakes are one sentence with exit code 2; list, run, check and report work."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,3 +148,22 @@ def test_duplicate_keys_name_both_origins(monkeypatch):
     monkeypatch.setattr(card_module, "entry_points", lambda group: entries)
     with pytest.raises(card_module.UserError, match=r"'dup': pkg_a.m:CARD \(from paperzoo-a\) and pkg_b.m:CARD"):
         discover_cards.__wrapped__()
+
+
+def test_report_renders_performance_tables(capsys, tmp_path):
+    (tmp_path / "results").mkdir()
+    perf = tmp_path / "perf" / "results"
+    perf.mkdir(parents=True)
+    record = {
+        "title": "Toy throughput",
+        "device": "cpu",
+        "command": "python bench.py",
+        "columns": ["implementation", "ratio"],
+        "rows": [{"implementation": "ours", "ratio": "1.10x"}, {"implementation": "peer", "ratio": "reference"}],
+        "notes": "Measured in one process.",
+    }
+    (perf / "toy.json").write_text(json.dumps(record))
+    code, _, _ = run_cli(capsys, "report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "R.md"))
+    assert code == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "### Toy throughput" in text and "| ours | 1.10x |" in text and "Measured in one process." in text
