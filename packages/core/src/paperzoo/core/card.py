@@ -2,7 +2,7 @@
 entry-point group (each member's pyproject registers `KEY = "paperzoo.<domain>.<module>:CARD"`)."""
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from importlib.resources import files
@@ -50,7 +50,6 @@ class MethodCard:
     check: str | None = None
     run: str | None = None
     task: str | None = None
-    notes: str = field(default="")
 
     def import_modules(self) -> None:
         """Import the modules of the task and the public entry points (registers their classes with the CLI)."""
