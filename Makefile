@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen --all-packages
 KEY ?= wsd
 
-.PHONY: setup demo test lint test-fast test-slow check check-all report bench build clean
+.PHONY: setup demo test lint test-fast test-slow test-peers peers check check-all report bench build clean
 
 setup:  ## uv (bootstrapped with pip if missing), the locked environment, and the Debian data packages
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -28,6 +28,13 @@ test-fast:
 test-slow: setup  ## claim checks in quick mode, wheel builds
 	$(RUN) pytest -n 2 -m slow
 
+peers: setup  ## the peer libraries (peers group; granite-tsfm without its torch<2.12 pin)
+	$(UV) sync --all-packages --frozen --group peers
+	$(UV) pip install --python .venv/bin/python --no-deps "granite-tsfm>=0.3"
+
+test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm)
+	$(UV) run --frozen --all-packages --group peers pytest -n 2 -m peers
+
 check: setup  ## full-mode claim check of KEY (default wsd), written to benchmarks/results/KEY.json
 	$(RUN) paperzoo check $(KEY)
 
@@ -38,8 +45,7 @@ check-all: setup
 report: setup  ## benchmarks/RESULTS.md and plots from the result files
 	$(RUN) paperzoo report
 
-bench: setup  ## performance benchmarks against peer libraries (installs the peers group)
-	$(UV) sync --all-packages --frozen --group peers
+bench: peers  ## performance benchmarks against peer libraries (installs the peers group)
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/gpt_train_throughput.py --rounds 5 --steps 40
 
 build:  ## one wheel per member into dist/

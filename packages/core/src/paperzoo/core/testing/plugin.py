@@ -2,7 +2,8 @@
 
 - Network access is blocked in every test: a silent download fallback (DATA.md) fails loudly instead. Loopback
   stays open for DDP's gloo rendezvous.
-- Markers: `slow` (claim checks in quick mode, wheel builds) and `gpu` (skipped without CUDA).
+- Markers: `slow` (claim checks in quick mode, wheel builds), `gpu` (skipped without CUDA) and `peers` (equality
+  with peer libraries installed from the `peers` dependency group).
 """
 
 import socket
@@ -27,6 +28,7 @@ def _is_loopback(address: Any) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: claim checks in quick mode and other long tests (make test-slow)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
+    config.addinivalue_line("markers", "peers: compares with a peer library from the `peers` group (make test-peers)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
