@@ -1,0 +1,1 @@
+"""Tiny Time Mixers (TTM, CATALOG 59): adaptive patching, resolution prefix tuning, multi-level fine-tuning."""
