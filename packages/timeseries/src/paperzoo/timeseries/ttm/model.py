@@ -32,7 +32,13 @@ What is implemented (plain `nn.Module`s, no Lightning):
   mixing), head and exogenous mixer are tuned. `load_pretrained` loads a channel-independent pretrained state dict
   into a model with channel mixing / exogenous mixer (those new blocks keep their fresh initialisation).
 
+Reused: the mixer layer (patch/feature/channel `MixerBlock`s with gated attention) and `patch_input` of
+`paperzoo.timeseries.tsmixer.model` (TTM's backbone *is* TSMixer's), `RevIN` of `paperzoo.timeseries.layers`.
+New here: adaptive-patching levels, the resolution prefix, the decoder, the exogenous mixer, fine-tuning helpers.
+
 Known deviations from the reference code:
+- the per-window statistics are detached from the graph (`RevIN`, as PatchTST's reference code does); the
+  reference TTM back-propagates through them. Forward values are identical;
 - only LayerNorm (the reference also offers BatchNorm), no positional encoding (off in TTM's released configs),
   no self-attention, no register tokens/FFT patches/multi-quantile heads (later TTM releases, not in the paper);
 - the exogenous mixer scales the exogenous future values and the prepended past values with the lookback window's
@@ -42,135 +48,30 @@ Known deviations from the reference code:
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from paperzoo.core.errors import ConfigError, require
+from paperzoo.timeseries.layers import RevIN
+from paperzoo.timeseries.tsmixer.model import GatedAttention, MixerLayer, patch_input
 
 #: minimum variance added before the square root of the per-window scaler (the reference's `minimum_scale`).
 SCALE_EPS = 1e-5
 
 
-class GatedAttention(nn.Module):
-    """TSMixer's gated attention over the last dimension: `z * softmax(W z + b)`.
-
-    Shapes: `[..., D] -> [..., D]`.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * F.softmax(self.proj(x), dim=-1)
-
-
-class MixerMLP(nn.Module):
-    """`Linear(D, e D) -> GELU -> dropout -> Linear(e D, D) -> dropout` over the last dimension."""
-
-    def __init__(self, dim: int, expansion: int, dropout: float):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, dim * expansion)
-        self.fc2 = nn.Linear(dim * expansion, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x)))))
-
-
-class PatchMixer(nn.Module):
-    """Mixes across patches: `x + Gate(MLP(LayerNorm(x)^T))^T`, the MLP and gate over the patch axis.
-
-    Shapes: `[B, C, N, D] -> [B, C, N, D]`.
-    """
-
-    def __init__(self, num_patches: int, d_model: int, expansion: int, dropout: float, gated: bool = True):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.mlp = MixerMLP(num_patches, expansion, dropout)
-        self.gate = GatedAttention(num_patches) if gated else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mlp(self.norm(x).transpose(2, 3))  # [B, C, D, N]
-        if self.gate is not None:
-            h = self.gate(h)
-        return x + h.transpose(2, 3)
-
-
-class FeatureMixer(nn.Module):
-    """Mixes the hidden features of each patch: `x + Gate(MLP(LayerNorm(x)))`.
-
-    Shapes: `[B, C, N, D] -> [B, C, N, D]`.
-    """
-
-    def __init__(self, d_model: int, expansion: int, dropout: float, gated: bool = True):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.mlp = MixerMLP(d_model, expansion, dropout)
-        self.gate = GatedAttention(d_model) if gated else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mlp(self.norm(x))
-        if self.gate is not None:
-            h = self.gate(h)
-        return x + h
-
-
-class ChannelMixer(nn.Module):
-    """Mixes across channels (fine-tuning only): `x + MLP(Gate(LayerNorm(x)^T))^T` over the channel axis.
-
-    The reference applies the gate before the MLP here (after it in the patch and feature mixers); we follow it.
-    Shapes: `[B, C, N, D] -> [B, C, N, D]`.
-    """
-
-    def __init__(self, num_channels: int, d_model: int, expansion: int, dropout: float, gated: bool = True):
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.gate = GatedAttention(num_channels) if gated else None
-        self.mlp = MixerMLP(num_channels, expansion, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x).permute(0, 3, 2, 1)  # [B, D, N, C]
-        if self.gate is not None:
-            h = self.gate(h)
-        return x + self.mlp(h).permute(0, 3, 2, 1)
-
-
-class MixerLayer(nn.Module):
-    """One TSMixer layer: [channel mixing], patch mixing, feature mixing. Shapes: `[B, C, N, D]` in and out.
-
-    Args:
-        num_patches: N.
-        d_model: D.
-        expansion: MLP expansion factor.
-        dropout: dropout inside the MLPs.
-        num_channels: C when the layer mixes channels; None for a channel-independent layer.
-        gated: use gated attention.
-    """
-
-    def __init__(
-        self,
-        num_patches: int,
-        d_model: int,
-        expansion: int,
-        dropout: float,
-        num_channels: int | None = None,
-        gated: bool = True,
-    ):
-        super().__init__()
-        self.channel_mixer = (
-            ChannelMixer(num_channels, d_model, expansion, dropout, gated) if num_channels is not None else None
-        )
-        # a single patch has nothing to mix with (the reference skips the block too)
-        self.patch_mixer = PatchMixer(num_patches, d_model, expansion, dropout, gated) if num_patches > 1 else None
-        self.feature_mixer = FeatureMixer(d_model, expansion, dropout, gated)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channel_mixer is not None:
-            x = self.channel_mixer(x)
-        if self.patch_mixer is not None:
-            x = self.patch_mixer(x)
-        return self.feature_mixer(x)
+def mixer_layer(num_patches: int, d_model: int, expansion: int, dropout: float, num_channels: int | None) -> MixerLayer:
+    """A TSMixer layer (`paperzoo.timeseries.tsmixer`) configured as TTM's: LayerNorm, gated attention, the channel
+    mixer (when `num_channels` is given) gating its MLP's input as the reference code does."""
+    return MixerLayer(
+        num_channels=num_channels or 1,
+        num_patches=num_patches,
+        d_model=d_model,
+        expansion_factor=expansion,
+        dropout=dropout,
+        mix_channels=num_channels is not None,
+        gated_attn=True,
+        norm="LayerNorm",
+        channel_gate_before_mlp=True,
+    )
 
 
 class AdaptivePatchLevel(nn.Module):
@@ -184,7 +85,7 @@ class AdaptivePatchLevel(nn.Module):
         d_model: D at the input of the level.
         factor: f, the number of sub-patches per patch (1: no adaptive patching).
         num_layers: mixer layers run at the finer patching.
-        expansion, dropout, num_channels, gated: see `MixerLayer`.
+        expansion, dropout, num_channels: see `TTMMixer`.
     """
 
     def __init__(
@@ -196,7 +97,6 @@ class AdaptivePatchLevel(nn.Module):
         expansion: int,
         dropout: float,
         num_channels: int | None = None,
-        gated: bool = True,
     ):
         super().__init__()
         require(
@@ -206,7 +106,7 @@ class AdaptivePatchLevel(nn.Module):
         )
         self.factor = factor
         self.layers = nn.ModuleList(
-            MixerLayer(num_patches * factor, d_model // factor, expansion, dropout, num_channels, gated)
+            mixer_layer(num_patches * factor, d_model // factor, expansion, dropout, num_channels)
             for _ in range(num_layers)
         )
 
@@ -227,7 +127,8 @@ class TTMMixer(nn.Module):
         num_layers: mixer layers per level.
         adaptive_patching_levels: number of levels; level i (0-based) uses factor 2 ** (levels - 1 - i). 0 means
             one plain stack of `num_layers` layers (no adaptive patching), as in the reference.
-        expansion, dropout, num_channels, gated: see `MixerLayer`.
+        expansion, dropout: MLP expansion factor and dropout.
+        num_channels: C when the layers mix channels; None for channel-independent layers.
 
     Shapes: `[B, C, N, D] -> [B, C, N, D]`.
     """
@@ -241,14 +142,13 @@ class TTMMixer(nn.Module):
         expansion: int = 2,
         dropout: float = 0.2,
         num_channels: int | None = None,
-        gated: bool = True,
     ):
         super().__init__()
+        require(num_patches >= 2, f"the mixer needs at least 2 patches (tokens), got {num_patches}")
         require(adaptive_patching_levels >= 0, f"adaptive_patching_levels={adaptive_patching_levels} must be >= 0")
         factors = [2**i for i in reversed(range(adaptive_patching_levels))] or [1]
         self.levels = nn.ModuleList(
-            AdaptivePatchLevel(num_patches, d_model, f, num_layers, expansion, dropout, num_channels, gated)
-            for f in factors
+            AdaptivePatchLevel(num_patches, d_model, f, num_layers, expansion, dropout, num_channels) for f in factors
         )
 
     @property
@@ -455,11 +355,14 @@ class TinyTimeMixer(nn.Module):
         self.num_patches = context_length // patch_length
         self.num_channels = num_channels
         self.scaling = scaling
+        self.revin = RevIN(num_channels or 1, affine=False, eps=SCALE_EPS)
         exogenous = sorted(exogenous_channels or [])
         if num_channels is not None:
-            targets = sorted(target_channels) if target_channels is not None else [
-                c for c in range(num_channels) if c not in exogenous
-            ]
+            targets = (
+                sorted(target_channels)
+                if target_channels is not None
+                else [c for c in range(num_channels) if c not in exogenous]
+            )
             for index in targets + exogenous:
                 require(0 <= index < num_channels, f"channel index {index} is outside [0, {num_channels})")
             require(not set(targets) & set(exogenous), f"channels {set(targets) & set(exogenous)} are both kinds")
@@ -502,17 +405,15 @@ class TinyTimeMixer(nn.Module):
         """`[B, L, C] -> [B, C, N, p]`, non-overlapping patches of the last `N * p` steps."""
         if x.shape[1] != self.context_length:
             raise ValueError(f"past has {x.shape[1]} steps; this TTM expects context_length={self.context_length}")
-        start = self.context_length - self.num_patches * self.patch_length
-        return x[:, start:].unfold(1, self.patch_length, self.patch_length).transpose(1, 2)  # [B, C, N, p]
+        return patch_input(x, self.patch_length, self.patch_length)  # [B, C, N, p]
 
     def scale(self, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-window standard scaling: `(past - loc) / scale` with loc, scale `[B, 1, C]`."""
         if not self.scaling:
             ones = past.new_ones(past.shape[0], 1, past.shape[2])
             return past, torch.zeros_like(ones), ones
-        loc = past.mean(dim=1, keepdim=True)
-        scale = torch.sqrt(past.var(dim=1, keepdim=True, unbiased=False) + SCALE_EPS)
-        return (past - loc) / scale, loc, scale
+        scaled, stats = self.revin.normalize(past)
+        return scaled, stats.mean, stats.std
 
     def freeze_backbone(self) -> None:
         """Multi-level fine-tuning: the backbone's parameters stop receiving gradients."""

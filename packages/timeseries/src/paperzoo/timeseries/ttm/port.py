@@ -28,7 +28,8 @@ from paperzoo.timeseries.ttm.model import TinyTimeMixer, TTMMixer
 def granite_config(model: TinyTimeMixer) -> Any:
     from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig
 
-    decoder_mixes = any(layer.channel_mixer is not None for level in model.decoder.mixer.levels for layer in level.layers)
+    decoder_layers = [layer for level in model.decoder.mixer.levels for layer in level.layers]
+    decoder_mixes = any(layer.channel_mixer is not None for layer in decoder_layers)
     backbone_levels = model.backbone.mixer.levels
     decoder_levels = model.decoder.mixer.levels
     first_fc1 = next(m.feature_mixer.mlp.fc1 for m in backbone_levels[-1].layers)
@@ -83,13 +84,10 @@ def _levels(mixer: TTMMixer) -> int:
 def _mixer_keys(ours: str, theirs: str, mixer: TTMMixer, adaptive: bool) -> dict[str, str]:
     """Key renames of one mixer stack (ours `levels.i.layers.j` -> theirs `mixers.i.mixer_layers.j` or `mixers.j`)."""
     names = {
-        "patch_mixer.norm.": "patch_mixer.norm.norm.",
         "patch_mixer.gate.proj.": "patch_mixer.gating_block.attn_layer.",
-        "feature_mixer.norm.": "feature_mixer.norm.norm.",
         "feature_mixer.gate.proj.": "feature_mixer.gating_block.attn_layer.",
-        "channel_mixer.norm.": "channel_feature_mixer.norm.norm.",
         "channel_mixer.gate.proj.": "channel_feature_mixer.gating_block.attn_layer.",
-        "channel_mixer.mlp.": "channel_feature_mixer.mlp.",
+        "channel_mixer.": "channel_feature_mixer.",
     }
     renames = {}
     for i, level in enumerate(mixer.levels):
@@ -128,7 +126,9 @@ def granite_state_dict(model: TinyTimeMixer) -> dict[str, torch.Tensor]:
     renames |= _mixer_keys(
         "backbone.mixer", "backbone.encoder.mlp_mixer_encoder", model.backbone.mixer, _levels(model.backbone.mixer) > 0
     )
-    renames |= _mixer_keys("decoder.mixer", "decoder.decoder_block", model.decoder.mixer, _levels(model.decoder.mixer) > 0)
+    renames |= _mixer_keys(
+        "decoder.mixer", "decoder.decoder_block", model.decoder.mixer, _levels(model.decoder.mixer) > 0
+    )
     state = model.state_dict()
     missing = sorted(set(state) - set(renames))
     if missing:
