@@ -5,9 +5,32 @@
 - `CorpusDataModule`: univariate windows over the pretraining corpus or the held-out series, see `corpus`.
 """
 
+from paperzoo.timeseries.data.corpus import (
+    HELD_OUT,
+    RESOLUTIONS,
+    CorpusDataModule,
+    Series,
+    load_corpus,
+    resolution_id,
+    split_corpus,
+)
 from paperzoo.timeseries.data.datasets import DATASETS, load_dataset
 from paperzoo.timeseries.data.module import ForecastingDataModule
 from paperzoo.timeseries.data.scaler import StandardScaler
 from paperzoo.timeseries.data.table import read_table, validate_table
 
-__all__ = ["DATASETS", "ForecastingDataModule", "StandardScaler", "load_dataset", "read_table", "validate_table"]
+__all__ = [
+    "DATASETS",
+    "HELD_OUT",
+    "RESOLUTIONS",
+    "CorpusDataModule",
+    "ForecastingDataModule",
+    "Series",
+    "StandardScaler",
+    "load_corpus",
+    "load_dataset",
+    "read_table",
+    "resolution_id",
+    "split_corpus",
+    "validate_table",
+]

@@ -180,7 +180,8 @@ class WindowDataset(Dataset):
         context_length: L.
         prediction_length: H.
         time: calendar features aligned with `values`, or None. [T, F] float32
-        resolution: if given, each item carries `resolution` (a 0-d int64 tensor).
+        resolution: if given, each item carries `resolution` (a 0-d int64 tensor): one id for all windows, or
+            one per window. [N] int64
 
     Shapes (per item): past [L, C], future [H, C], past_time [L, F], future_time [H, F].
     """
@@ -192,12 +193,14 @@ class WindowDataset(Dataset):
         context_length: int,
         prediction_length: int,
         time: torch.Tensor | None = None,
-        resolution: int | None = None,
+        resolution: int | np.ndarray | None = None,
     ):
         self.values, self.time = values, time
         self.starts = torch.as_tensor(starts, dtype=torch.int64)
         self.context_length, self.prediction_length = context_length, prediction_length
-        self.resolution = None if resolution is None else torch.tensor(resolution, dtype=torch.int64)
+        self.resolution = None if resolution is None else torch.as_tensor(resolution, dtype=torch.int64)
+        if self.resolution is not None and self.resolution.ndim == 1 and len(self.resolution) != len(self.starts):
+            raise DataError(f"{len(self.resolution)} resolution ids for {len(self.starts)} windows")
         if len(self.starts) and (
             int(self.starts.min()) < 0 or int(self.starts.max()) + context_length + prediction_length > len(values)
         ):
@@ -213,7 +216,7 @@ class WindowDataset(Dataset):
         if self.time is not None:
             item["past_time"], item["future_time"] = self.time[s:mid], self.time[mid:end]
         if self.resolution is not None:
-            item["resolution"] = self.resolution
+            item["resolution"] = self.resolution if self.resolution.ndim == 0 else self.resolution[i]
         return item
 
 
