@@ -119,7 +119,7 @@ def train(model: PatchTSFM, windows: torch.Tensor, setting: Setting, seed: int) 
         optimizer.step()
         scheduler.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def evaluate(model: PatchTSFM, windows: torch.Tensor, setting: Setting, chunk: int = 512) -> float:

@@ -329,6 +329,7 @@ def forecast_distribution(model: PatchTSFM, past: torch.Tensor, horizon: int) ->
     return TSFMOutput(params, out.loc, out.scale)
 
 
+@torch.no_grad()
 def forecast_nll(model: PatchTSFM, past: torch.Tensor, future: torch.Tensor, standardized: bool = True) -> torch.Tensor:
     """Mean NLL per step of `future` [B, H] given `past` [B, L], one value per window. -> [B]"""
     out = forecast_distribution(model, past, future.shape[1])
