@@ -100,7 +100,8 @@ def check_lengths(borders: Borders, context_length: int, prediction_length: int,
         if rows < prediction_length:
             raise DataError(
                 f"{source}: the {split} split has {rows} rows ({rows + context_length} with the {context_length}-row "
-                f"lookback taken from before it), fewer than context_length + prediction_length = {window}"
+                f"lookback taken from before it), fewer than context_length + prediction_length = {context_length} + "
+                f"{prediction_length} = {window}"
             )
 
 
