@@ -26,6 +26,7 @@ pure power law needs a positive loss, which the check verifies before fitting.
 """
 
 import math
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -169,6 +170,13 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
                 train(model, split.train[order[:data]], setting, setting.seed)
                 nll[kind, size, data, "id"] = evaluate(model, split.id_val, setting)
                 nll[kind, size, data, "ood"] = evaluate(model, split.ood, setting)
+                print(
+                    f"tsfm_scaling: {kind} {size} ({params[size]} params) x {data} windows: ID NLL "
+                    f"{nll[kind, size, data, 'id']:.4f}, OOD NLL {nll[kind, size, data, 'ood']:.4f} "
+                    f"({time.perf_counter() - started:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         timings[kind] = time.perf_counter() - started
 
     largest_data, largest_model = data_sizes[-1], setting.sizes[-1]
