@@ -94,12 +94,20 @@ class SeriesWindows(Dataset):
         prediction_length: H.
         part: "train", "val", "test" or "all".
         stride: step between window starts.
+        max_per_series: keep at most this many windows of each series, evenly spaced (so that long series do not
+            dominate the corpus); None keeps all.
 
     Items: past [L, 1], future [H, 1] float32, resolution 0-d int64, series 0-d int64 (position in `series`).
     """
 
     def __init__(
-        self, series: Sequence[Any], context_length: int, prediction_length: int, part: str = "train", stride: int = 1
+        self,
+        series: Sequence[Any],
+        context_length: int,
+        prediction_length: int,
+        part: str = "train",
+        stride: int = 1,
+        max_per_series: int | None = None,
     ):
         require(part in ("train", "val", "test", "all"), f"part must be train, val, test or all, got {part!r}")
         require(stride >= 1, f"stride must be >= 1, got {stride}")
@@ -129,10 +137,12 @@ class SeriesWindows(Dataset):
                 part, (0, len(values))
             )
             first, last = max(lo - context_length, 0), hi - window
-            starts = range(first, last + 1, stride)
+            starts = np.arange(first, last + 1, stride)
+            if max_per_series is not None and len(starts) > max_per_series:
+                starts = starts[np.unique(np.linspace(0, len(starts) - 1, max_per_series).round().astype(np.int64))]
             if len(starts) == 0:
                 self.skipped.append(item.name)
-            index += [(i, s) for s in starts]
+            index += [(i, int(s)) for s in starts]
         self.index = torch.tensor(index, dtype=torch.int64).reshape(-1, 2)
         self.resolutions = torch.tensor([resolution_id(item.frequency) for item in self.series], dtype=torch.int64)
 
@@ -174,6 +184,7 @@ class TTMCorpusDataModule(BaseDataModule):
         series: "pretrain" (the corpus minus the held-out series) or "held_out".
         downsampling: add the DRS versions of every series.
         max_series: keep the first `max_series` series (before augmentation), for quick runs.
+        max_windows_per_series: cap on each series' training windows (evenly spaced).
         stride: step between training windows (validation uses `max(stride, H)`).
         batch_size, num_workers, seed: see `BaseDataModule`.
     """
@@ -185,6 +196,7 @@ class TTMCorpusDataModule(BaseDataModule):
         series: str = "pretrain",
         downsampling: bool = True,
         max_series: int | None = None,
+        max_windows_per_series: int | None = 500,
         stride: int = 1,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -201,7 +213,9 @@ class TTMCorpusDataModule(BaseDataModule):
         chosen = chosen[:max_series] if max_series is not None else chosen
         window = context_length + prediction_length
         self.series = diverse_resolutions(chosen, min_length=int(window / SPLIT[0]) + 1) if downsampling else chosen
-        self.train_set = SeriesWindows(self.series, context_length, prediction_length, "train", stride)
+        self.train_set = SeriesWindows(
+            self.series, context_length, prediction_length, "train", stride, max_windows_per_series
+        )
         self.val_set = SeriesWindows(
             self.series, context_length, prediction_length, "val", max(stride, prediction_length)
         )
