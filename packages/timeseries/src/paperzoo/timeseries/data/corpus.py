@@ -27,10 +27,11 @@ of macrodata, ...) is removed from the pretraining side by comparing values (`ov
 0.99 with some window of the other's first differences, in either direction, directly or after averaging the finer
 series into blocks of the coarser one's period (monthly sunspots against annual sunspots). Differences make the test
 insensitive to units and offsets, and keep smooth unrelated trends from matching. Within the pretraining side, exact
-duplicates (same values, e.g. fpp2 uschange and sktime uschange) are kept once.
+duplicates (same values, e.g. fpp2 uschange and sktime uschange) are kept once; partial copies of one another
+(fpp2 goog200 is the start of goog; ldeaths = mdeaths + fdeaths) stay: they only repeat some pretraining data.
 
-The assembled corpus is cached atomically under `paperzoo.core.io.cache_dir("timeseries")` (an .npz named after
-`CORPUS_VERSION`; bump it when the sources or rules change).
+The assembled corpus (with its duplicate list) is cached atomically under `paperzoo.core.io.cache_dir("timeseries")`,
+an .npz named after `CORPUS_VERSION` and a digest of the code that builds it; building it takes ~5-15 s.
 """
 
 import hashlib
@@ -368,7 +369,13 @@ def find_duplicates(series: Sequence[Series], held_out: Sequence[str] = HELD_OUT
 
 # --- cache -----------------------------------------------------------------------------------------------------
 def corpus_cache_path() -> Path:
-    return cache_dir("timeseries") / f"corpus-{CORPUS_VERSION}.npz"
+    """The cache file, named after `CORPUS_VERSION` and a digest of the code that builds the corpus (this module,
+    the named datasets and the table rules), so a change of sources or rules never reads a stale cache."""
+    here = Path(__file__).parent
+    digest = hashlib.sha1()
+    for name in ("corpus.py", "datasets.py", "table.py"):
+        digest.update((here / name).read_bytes())
+    return cache_dir("timeseries") / f"corpus-{CORPUS_VERSION}-{digest.hexdigest()[:12]}.npz"
 
 
 def _load_cached(refresh: bool) -> tuple[list[Series], dict[str, str]]:
