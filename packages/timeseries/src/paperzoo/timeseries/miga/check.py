@@ -54,7 +54,7 @@ class Setting:
 
 
 QUICK = Setting(seeds=(0, 1), epochs=1, variants=("miga", "moe", "single"))
-FULL = Setting(seeds=(0, 1, 2, 3, 4), epochs=5)
+FULL = Setting(seeds=(0, 1, 2, 3, 4), epochs=4)
 
 
 class KeepBest(L.Callback):
