@@ -5,10 +5,11 @@ out-of-distribution data as it does in distribution, with a similar exponent.
 
 The run, all in this process, fixed seeds:
 
-- a grid of model sizes (the x4 ladder `SIZES`, ~10k to ~620k parameters) x data sizes (nested subsets of the
-  training windows, x4 apart) of the encoder-only TSFM, each trained for the same number of steps with the paper's
-  masked NLL objective; in full mode also the decoder-only TSFM (next-patch NLL) on the two fitted axes only (every
-  size at the largest data size, the largest size at every data size), to fit the CPU budget;
+- a grid of model sizes (the x4 ladder `SIZES`, ~10k to ~620k parameters) x data sizes (nested random subsets of the
+  training windows, x4 apart, the largest as many windows as one run draws, so the smallest is seen ~16 times) of
+  the encoder-only TSFM, each trained for the same number of steps with the paper's masked NLL objective; in full
+  mode also the decoder-only TSFM (next-patch NLL) on the two fitted axes only (every size at the largest data size,
+  the largest size at every data size), to fit the CPU budget;
 - every model is evaluated on ID windows (the later part of its pretraining series) and OOD windows (series never
   trained on): the NLL per step of the H-step forecast from the L-step lookback, on the scaler-standardised values;
 - the paper's fit (a straight line in log-log axes, `L = A X^-alpha`; `paperzoo.core.scaling.fit_power_law`) of the
@@ -56,7 +57,7 @@ MIN_R2 = 0.8
 @dataclass(frozen=True)
 class Setting:
     sizes: tuple[str, ...]
-    data_fractions: tuple[float, ...]
+    data_fractions: tuple[float, ...]  # of the windows one run draws (steps x batch): x16, x4, x1 epochs
     kinds: tuple[Kind, ...]
     steps: int
     batch_size: int
@@ -153,7 +154,10 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
     window = setting.context_length + setting.prediction_length
     split: ScalingSplit = scaling_split(source, window=window, seed=setting.seed)
     order = torch.randperm(len(split.train), generator=torch.Generator().manual_seed(setting.seed))
-    data_sizes = [max(setting.batch_size, int(round(f * len(split.train)))) for f in setting.data_fractions]
+    # data size = distinct training windows; every run draws the same steps x batch windows, so the smallest set is
+    # seen ~16 times and the largest about once (capped by what the source has)
+    drawn = setting.steps * setting.batch_size
+    data_sizes = [min(len(split.train), max(setting.batch_size, int(round(f * drawn)))) for f in setting.data_fractions]
 
     params: dict[str, int] = {}
     nll: dict[tuple[str, str, int, str], float] = {}  # (kind, size, data, "id" | "ood") -> NLL
