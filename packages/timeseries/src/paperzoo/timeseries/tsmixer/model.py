@@ -63,21 +63,10 @@ MODES = ("common_channel", "mix_channel", "hybrid")
 
 
 def linear_along(x: torch.Tensor, linear: nn.Linear, dim: int) -> torch.Tensor:
-    """Apply `linear` along axis `dim` of `x` without materialising a transposed copy.
-
-    Equivalent to `linear(x.movedim(dim, -1)).movedim(-1, dim)`, computed as a (broadcast) matrix product
-    W @ x[..., size, rest], which reads `x` in place.
-    """
-    dim = dim % x.dim()
-    if dim == x.dim() - 1:
+    """Apply `linear` along axis `dim` of `x`: `linear(x.movedim(dim, -1)).movedim(-1, dim)`."""
+    if dim % x.dim() == x.dim() - 1:
         return linear(x)
-    shape = x.shape
-    rest = math.prod(shape[dim + 1 :])
-    flat = x.reshape(*shape[:dim], shape[dim], rest)  # [..., size, rest]
-    out = torch.matmul(linear.weight, flat)  # [..., out, rest]
-    if linear.bias is not None:
-        out = out + linear.bias[:, None]
-    return out.reshape(*shape[:dim], linear.out_features, *shape[dim + 1 :])
+    return linear(x.movedim(dim, -1)).movedim(-1, dim)
 
 
 class GatedAttention(nn.Module):
@@ -154,18 +143,19 @@ class MixerBlock(nn.Module):
     ):
         super().__init__()
         self.norm = HiddenNorm(d_model, norm, norm_eps)
-        self.mlp = MixerMLP(size, expansion_factor, dropout, dim)
-        self.gate = GatedAttention(size, dim) if gated_attn else None
-        self.gate_before_mlp = gate_before_mlp
+        self.mlp = MixerMLP(size, expansion_factor, dropout)  # applied with the mixed axis moved last
+        self.gate = GatedAttention(size) if gated_attn else None
+        self.gate_before_mlp, self.dim = gate_before_mlp, dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, N, D]
-        h = self.norm(x)
+        # the mixed axis is moved last once for the MLP and the gate (one transposed copy, as in the reference)
+        h = self.norm(x).movedim(self.dim, -1)
         if self.gate is not None and self.gate_before_mlp:
             h = self.gate(h)
         h = self.mlp(h)
         if self.gate is not None and not self.gate_before_mlp:
             h = self.gate(h)
-        return h + x
+        return h.movedim(-1, self.dim) + x
 
 
 class MixerLayer(nn.Module):

@@ -122,7 +122,8 @@ class TSMixerTask(ForecastingTask):
 
     def setup(self, stage: str) -> None:
         # fresh fits only: a resumed fine-tuning run restores its own (already fine-tuned) weights afterwards anyway
-        if stage == "fit" and self.pretrained_checkpoint and getattr(self.trainer, "ckpt_path", None) is None:
+        resuming = getattr(self._trainer, "ckpt_path", None) is not None
+        if stage == "fit" and self.pretrained_checkpoint and not resuming:
             self.load_pretrained(self.pretrained_checkpoint)
 
     def step(self, batch: Batch, stage: str) -> torch.Tensor:
