@@ -6,7 +6,8 @@ the label; the days are split 70/10/20 in time, so the held-out test period is t
 (2016-08 to 2022-12) and was never used for training or model selection.
 
 Every variant (MIGA, MIGA without inner-group attention, the plain MoE, the single model) is trained with the same
-data order, optimiser, learning rate, epochs and seeds; parameter counts are within ~25% of each other (recorded).
+data order, optimiser, learning rate, epochs and seeds; MIGA has ~25% more parameters than the others (its
+attention projections; the counts are recorded).
 Each run keeps the epoch with the best validation rank IC (early stopping on validation, as qlib does) and is then
 scored once on the test period: IC, rank IC, ICIR and the top-k long-short portfolio (k = 4 of 20 stocks each side,
 daily rebalanced on next-day returns, no costs).
