@@ -1,15 +1,22 @@
 """Forecast plots: the history, the truth and the forecast of one window, for a few channels.
 
-Used by `paperzoo predict` outputs and the claim checks. Matplotlib runs on the non-interactive Agg backend, and the
-figure is written atomically (rendered to a temporary sibling, then renamed), so a killed run never leaves a
-truncated image.
+Used by the claim checks, and by `paperzoo predict` through the `ForecastPlotWriter` callback:
+
+    paperzoo predict --config X.yaml --ckpt_path last.ckpt \
+        --trainer.callbacks+=paperzoo.timeseries.plots.ForecastPlotWriter --trainer.callbacks.dirpath=plots
+
+Matplotlib runs on the non-interactive Agg backend, and the figure is written atomically (rendered to a temporary
+sibling, then renamed), so a killed run never leaves a truncated image.
 """
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from paperzoo.core.errors import DataError
 from paperzoo.core.io import atomic_open
@@ -88,3 +95,49 @@ def plot_forecasts(
     finally:
         plt.close(fig)
     return path
+
+
+class ForecastPlotWriter(Callback):
+    """Write `plot_forecasts` of the first window of the first `max_plots` predict batches.
+
+    Works with any task whose `predict_step` returns `{"past", "future", "forecast"}` (`ForecastingTask` does).
+    Values are mapped back to the data's units with the datamodule's `scaler` when it has one (`unscale`), and
+    panels are titled with its `channel_names`.
+
+    Args:
+        dirpath: folder for `forecast_<batch>.png`.
+        max_plots: how many batches to plot.
+        channels: channel indices to plot.
+        unscale: invert the datamodule's scaler before plotting.
+    """
+
+    def __init__(
+        self,
+        dirpath: str = "forecast_plots",
+        max_plots: int = 4,
+        channels: Sequence[int] = (0, 1, 2),
+        unscale: bool = True,
+    ):
+        self.dirpath, self.max_plots, self.channels, self.unscale = Path(dirpath), max_plots, tuple(channels), unscale
+        self.written: list[Path] = []
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx >= self.max_plots or not trainer.is_global_zero or not isinstance(outputs, dict):
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        scaler = getattr(datamodule, "scaler", None) if self.unscale else None
+        window = {k: outputs[k][0].detach().cpu().float() for k in ("past", "future", "forecast")}  # [T, C] each
+        if scaler is not None and window["past"].shape[-1] == scaler.num_channels:
+            window = {k: scaler.inverse_transform(v) for k, v in window.items()}
+        names = getattr(datamodule, "channel_names", None)
+        path = self.dirpath / f"forecast_{batch_idx:03d}.png"
+        plot_forecasts(window["past"], window["future"], window["forecast"], names, path, self.channels)
+        self.written.append(path)
