@@ -10,8 +10,12 @@ import torch
 from paperzoo.core.card import load_object
 from paperzoo.core.cli import main as paperzoo_main
 from paperzoo.timeseries.baselines.cards import DLINEAR, NAIVE, PATCHTST
-from paperzoo.timeseries.baselines.checks import evaluate
-from paperzoo.timeseries.baselines.naive import SeasonalNaiveForecaster, evaluate_naive
+from paperzoo.timeseries.baselines.naive import (
+    SeasonalNaiveForecaster,
+    evaluate_forecaster,
+    evaluate_naive,
+    forecast_errors,
+)
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
@@ -40,7 +44,7 @@ def test_seasonal_naive_is_evaluated_by_paperzoo_test(tmp_path):
 
     task, data = build_from_config(NAIVE.config("tiny"))
     batches = [batch for _, batch in zip(range(4), data.test_dataloader(), strict=False)]  # limit_test_batches: 4
-    expected = evaluate(SeasonalNaiveForecaster(data.prediction_length, season=24), batches)
+    expected = evaluate_forecaster(SeasonalNaiveForecaster(data.prediction_length, season=24), batches)
     assert task.hparams.season == 24
     assert _read_metric(tmp_path, "test/mse") == pytest.approx(expected["mse"], rel=1e-5)
     assert _read_metric(tmp_path, "test/mae") == pytest.approx(expected["mae"], rel=1e-5)
@@ -60,11 +64,11 @@ def test_evaluate_naive_on_daily_exchange_rates():
         assert metrics["mae"] > 0 and 0 < metrics["mse"] < 10
 
 
-def test_evaluate_gives_mse_mae_per_step_and_per_channel():
+def test_forecast_errors_give_mse_mae_per_step_and_per_channel():
     past = torch.zeros(3, 4, 2)
     future = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).expand(3, 2, 2)  # [B=3, H=2, C=2], errors = future
     batches = [{"past": past[:2], "future": future[:2]}, {"past": past[2:], "future": future[2:]}]
-    figures = evaluate(SeasonalNaiveForecaster(2, 1), batches)  # forecasts zeros
+    figures = forecast_errors(SeasonalNaiveForecaster(2, 1), batches)  # forecasts zeros
     assert figures["mse"] == pytest.approx((1 + 4 + 9 + 16) / 4)
     assert figures["mae"] == pytest.approx((1 + 2 + 3 + 4) / 4)
     assert figures["horizon"] == [(1.0, pytest.approx(2.5)), (2.0, pytest.approx(12.5))]

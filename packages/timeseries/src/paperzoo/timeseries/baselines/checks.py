@@ -17,7 +17,7 @@ import functools
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -27,6 +27,7 @@ from paperzoo.core.checks import ClaimResult, Criterion
 from paperzoo.core.schedulers import WarmupStableDecay
 from paperzoo.timeseries.baselines.dlinear import DLinearTask
 from paperzoo.timeseries.baselines.naive import NaiveForecaster, SeasonalNaiveForecaster
+from paperzoo.timeseries.baselines.naive import forecast_errors as evaluate
 from paperzoo.timeseries.baselines.patchtst import PatchTSTTask
 from paperzoo.timeseries.task import ForecastingTask
 
@@ -99,27 +100,6 @@ def make_data(setting: Setting, seed: int = 0):  # noqa: ANN201 - ForecastingDat
         columns=list(setting.columns) if setting.columns else None,
         seed=seed,
     )
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]]) -> dict[str, object]:
-    """MSE, MAE, the MSE at each horizon step and of each channel, of `model(past)` over a loader (scaled)."""
-    model.eval()
-    squared, absolute, windows = None, 0.0, 0
-    for batch in loader:
-        error = (model(batch["past"]) - batch["future"]).double()  # [B, H, C]
-        step_channel = error.square().sum(dim=0)  # [H, C]
-        squared = step_channel if squared is None else squared + step_channel
-        absolute += float(error.abs().sum())
-        windows += error.shape[0]
-    assert squared is not None, "the evaluation split is empty"
-    horizon, channels = squared.shape
-    return {
-        "mse": float(squared.sum()) / (windows * horizon * channels),
-        "mae": absolute / (windows * horizon * channels),
-        "horizon": [(float(h + 1), float(v) / (windows * channels)) for h, v in enumerate(squared.sum(dim=1))],
-        "channel": [float(v) / (windows * horizon) for v in squared.sum(dim=0)],
-    }
 
 
 def cosine_schedule(steps: int) -> Callable:

@@ -97,18 +97,32 @@ class NaiveTask(SeasonalNaiveTask):
 
 
 @torch.no_grad()
+def forecast_errors(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]]) -> dict:
+    """Errors of `model(past)` against `future` over a loader's batches, on the scaled values (the literature's
+    protocol): {"mse": float, "mae": float, "horizon": [(h, MSE at step h)] for h = 1..H, "channel": [MSE of c]}."""
+    model.eval()
+    squared, absolute, windows = None, 0.0, 0
+    for batch in loader:
+        error = (model(batch["past"]) - batch["future"]).double()  # [B, H, C]
+        step_channel = error.square().sum(dim=0)  # [H, C]
+        squared = step_channel if squared is None else squared + step_channel
+        absolute += float(error.abs().sum())
+        windows += error.shape[0]
+    if squared is None:
+        raise ConfigError("the evaluation split yields no windows; expected at least one")
+    horizon, channels = squared.shape
+    return {
+        "mse": float(squared.sum()) / (windows * horizon * channels),
+        "mae": absolute / (windows * horizon * channels),
+        "horizon": [(float(h + 1), float(v) / (windows * channels)) for h, v in enumerate(squared.sum(dim=1))],
+        "channel": [float(v) / (windows * horizon) for v in squared.sum(dim=0)],
+    }
+
+
 def evaluate_forecaster(model: nn.Module, loader: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
     """MSE and MAE (on the scaled values, the literature's protocol) of `model(past)` over a loader's batches."""
-    model.eval()
-    squared, absolute, count = 0.0, 0.0, 0
-    for batch in loader:
-        error = model(batch["past"]) - batch["future"]  # [B, H, C]
-        squared += float(error.square().sum())
-        absolute += float(error.abs().sum())
-        count += error.numel()
-    if count == 0:
-        raise ConfigError("the evaluation split yields no windows; expected at least one")
-    return {"mse": squared / count, "mae": absolute / count}
+    errors = forecast_errors(model, loader)
+    return {"mse": errors["mse"], "mae": errors["mae"]}
 
 
 def evaluate_naive(
