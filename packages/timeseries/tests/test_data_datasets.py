@@ -26,6 +26,14 @@ def test_weather():
     assert table.index[0] == pd.Timestamp("2013-01-01 06:00") and table.index[-1] == pd.Timestamp("2013-12-30 23:00")
 
 
+def test_weather_needs_its_documented_interpolation_limit():
+    from paperzoo.core.errors import DataError
+    from paperzoo.timeseries.data.datasets import _weather
+
+    with pytest.raises(DataError, match=r"column 'EWR_pressure' has 8 consecutive missing value\(s\) inside"):
+        _weather(interpolate_limit=6)  # DATA.md's limit: sea-level pressure has 7-11 hour gaps
+
+
 def test_elecdemand():
     table = load_dataset("elecdemand")
     check_table(table, (17520, 3))
