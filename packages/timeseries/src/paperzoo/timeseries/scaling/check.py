@@ -159,7 +159,7 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
     drawn = setting.steps * setting.batch_size
     data_sizes = [min(len(split.train), max(setting.batch_size, int(round(f * drawn)))) for f in setting.data_fractions]
 
-    params: dict[str, int] = {}
+    params: dict[tuple[str, str], int] = {}  # (kind, size) -> parameter count
     nll: dict[tuple[str, str, int, str], float] = {}  # (kind, size, data, "id" | "ood") -> NLL
     timings: dict[str, float] = {}
     for kind in setting.kinds:
@@ -170,12 +170,12 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
                     continue  # other architectures: only the two fitted axes, not the whole grid
                 torch.manual_seed(setting.seed)
                 model = tsfm(size, kind, setting.patch_size, max_patches=window // setting.patch_size)
-                params[size] = num_parameters(model)
+                params[kind, size] = num_parameters(model)
                 train(model, split.train[order[:data]], setting, setting.seed)
                 nll[kind, size, data, "id"] = evaluate(model, split.id_val, setting)
                 nll[kind, size, data, "ood"] = evaluate(model, split.ood, setting)
                 print(
-                    f"tsfm_scaling: {kind} {size} ({params[size]} params) x {data} windows: ID NLL "
+                    f"tsfm_scaling: {kind} {size} ({params[kind, size]} params) x {data} windows: ID NLL "
                     f"{nll[kind, size, data, 'id']:.4f}, OOD NLL {nll[kind, size, data, 'ood']:.4f} "
                     f"({time.perf_counter() - started:.0f} s)",
                     file=sys.stderr,
@@ -192,7 +192,7 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
             by_size = [nll[kind, s, largest_data, dist] for s in setting.sizes]
             by_data = [nll[kind, largest_model, d, dist] for d in data_sizes]
             axes = {
-                "params": ([float(params[s]) for s in setting.sizes], by_size),
+                "params": ([float(params[kind, s]) for s in setting.sizes], by_size),
                 "data": ([float(d) for d in data_sizes], by_data),
             }
             for axis, (x, y) in axes.items():
@@ -211,7 +211,7 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
                     }
         for (nll_kind, size, data, dist), value in nll.items():
             if nll_kind == kind:
-                figures[kind][f"NLL {dist.upper()} {size} ({params[size]} params) x {data} windows"] = value
+                figures[kind][f"NLL {dist.upper()} {size} ({params[kind, size]} params) x {data} windows"] = value
         figures[kind]["training seconds, whole grid"] = timings[kind]
 
     primary: Kind = setting.kinds[0]
@@ -271,7 +271,7 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
             "pretraining series": split.n_pretrain_series,
             "OOD series": split.n_ood_series,
             "data sizes (windows)": data_sizes,
-            "parameters": params,
+            "parameters": {f"{kind} {size}": count for (kind, size), count in params.items()},
             "nll": "forecast NLL per step on per-window standardised values",
         },
     )
