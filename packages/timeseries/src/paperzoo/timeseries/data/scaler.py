@@ -65,11 +65,13 @@ class StandardScaler:
     def transform(self, x: Array) -> Array:
         """[..., C] -> standardised [..., C] (same type, dtype and device)."""
         mean, scale = self._stats(x)
-        out = (x - mean) / scale
-        return out if isinstance(x, torch.Tensor) else out.astype(np.result_type(x, np.float32), copy=False)
+        if isinstance(x, torch.Tensor):
+            return (x - mean) / scale
+        return ((x - mean) / scale).astype(np.result_type(x, np.float32), copy=False)
 
     def inverse_transform(self, z: Array) -> Array:
         """Standardised [..., C] -> original units [..., C]."""
         mean, scale = self._stats(z)
-        out = z * scale + mean
-        return out if isinstance(z, torch.Tensor) else out.astype(np.result_type(z, np.float32), copy=False)
+        if isinstance(z, torch.Tensor):
+            return z * scale + mean
+        return (z * scale + mean).astype(np.result_type(z, np.float32), copy=False)
