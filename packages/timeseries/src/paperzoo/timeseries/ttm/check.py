@@ -73,8 +73,8 @@ QUICK = Setting(
     decoder_num_layers=1,
 )
 FULL = Setting(
-    pretrain_steps=1500,
-    few_shot_steps=150,
+    pretrain_steps=1000,
+    few_shot_steps=120,
     seeds=(0, 1),
     lr_candidates=(1e-3, 3e-3),
     max_series=None,
