@@ -79,3 +79,19 @@ def test_finetune_errors():
 
 def test_tiny_config_fits_and_round_trips(tmp_path):
     fit_tiny_and_round_trip(CARD, tmp_path)
+
+
+def test_finetune_config_builds_with_exogenous_channels(tmp_path):
+    """finetune_elecdemand: Demand is the target, WorkDay and Temperature exogenous; the backbone loads and freezes."""
+    from paperzoo.core.testing.conformance import build_from_config, first_train_batch
+
+    pretrained = TTMTask(context_length=64, prediction_length=12)  # the finetune configs' sizes
+    path = tmp_path / "pretrained.pt"
+    torch.save(pretrained.model.state_dict(), path)
+    task, data = build_from_config(CARD.config("finetune_elecdemand"), f"--model.init_args.pretrained={path}")
+    assert task.mode == "finetune" and task.model.exogenous_channels == [1, 2] and task.model.target_channels == [0]
+    assert torch.equal(task.model.backbone.patch_embed.weight, pretrained.model.backbone.patch_embed.weight)
+    batch = first_train_batch(data)
+    assert "resolution" in batch
+    assert task.forecast(batch).shape == (batch["past"].shape[0], 12, 1)
+    assert torch.isfinite(task.step(batch, "train"))
