@@ -147,13 +147,10 @@ class TTMMixer(nn.Module):
         require(num_patches >= 2, f"the mixer needs at least 2 patches (tokens), got {num_patches}")
         require(adaptive_patching_levels >= 0, f"adaptive_patching_levels={adaptive_patching_levels} must be >= 0")
         factors = [2**i for i in reversed(range(adaptive_patching_levels))] or [1]
+        self.factors = factors
         self.levels = nn.ModuleList(
             AdaptivePatchLevel(num_patches, d_model, f, num_layers, expansion, dropout, num_channels) for f in factors
         )
-
-    @property
-    def factors(self) -> list[int]:
-        return [int(level.factor) for level in self.levels]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for level in self.levels:
