@@ -50,7 +50,3 @@ def test_every_variant_trains_a_step(variant, tiny):
     task = MIGATask(variant=variant, hidden=8, num_groups=2, experts_per_group=2, top_k=1)
     batch = conformance.first_train_batch(data)
     conformance.check_forward_backward(task, batch)
-
-
-def test_tiny_config_fits_and_round_trips_through_the_cli(tmp_path):
-    conformance.fit_tiny_and_round_trip(CARD, tmp_path)
