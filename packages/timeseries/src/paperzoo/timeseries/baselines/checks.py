@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from paperzoo.core.checks import ClaimResult, Criterion
+from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.core.schedulers import WarmupStableDecay
 from paperzoo.timeseries.baselines.dlinear import DLinearTask
 from paperzoo.timeseries.baselines.naive import NaiveForecaster, SeasonalNaiveForecaster
@@ -71,18 +71,12 @@ def _quiet() -> None:
 
 
 def one_thread(check: Callable[[bool], ClaimResult]) -> Callable[[bool], ClaimResult]:
-    """Run a check on one intra-op thread, restoring the setting after. These models are tiny: on the shared 2-core
-    machine, two OpenMP threads made a PatchTST-small step 4x and a DLinear step 100x slower than one thread
-    (spinning threads competing with other processes)."""
+    """Run a check on one intra-op thread (see `paperzoo.core.checks.torch_threads`)."""
 
     @functools.wraps(check)
     def wrapped(quick: bool = False) -> ClaimResult:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return check(quick)
-        finally:
-            torch.set_num_threads(threads)
 
     return wrapped
 

@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from paperzoo.core.checks import ClaimResult, Criterion
+from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.core.schedulers import WarmupStableDecay
 from paperzoo.timeseries.miga.data import StockPanelDataModule
 from paperzoo.timeseries.miga.metrics import evaluate
@@ -120,12 +120,8 @@ def check(quick: bool = False) -> ClaimResult:
         logging.getLogger(name).setLevel(logging.WARNING)
     setting = QUICK if quick else FULL
     data = StockPanelDataModule(dataset="sp500", horizon=setting.horizon, batch_size=setting.batch_size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # models of ~20k parameters: extra threads only add synchronisation (10x slower here)
-    try:
+    with torch_threads(1):  # models of ~20k parameters: a second thread only adds synchronisation (10x slower here)
         runs = {v: [train_and_test(setting, data, v, seed) for seed in setting.seeds] for v in setting.variants}
-    finally:
-        torch.set_num_threads(threads)
 
     def figures(variant: str) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from paperzoo.core.checks import ClaimResult, Criterion
+from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.core.scaling import PowerLawFit, fit_power_law, intervals_overlap
 from paperzoo.timeseries.scaling.data import ScalingSplit, Source, scaling_split
 from paperzoo.timeseries.scaling.model import (
@@ -142,12 +142,8 @@ def fit_axis(x: list[float], y: list[float], setting: Setting) -> tuple[PowerLaw
 
 def check(quick: bool = False, source: Source | None = None) -> ClaimResult:
     setting = QUICK if quick else FULL
-    threads = torch.get_num_threads()
-    torch.set_num_threads(setting.threads)  # tiny matmuls: one thread beats two on a shared 2-core machine
-    try:
+    with torch_threads(setting.threads):
         return _run(setting, source or default_source())
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(setting: Setting, source: Source) -> ClaimResult:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from paperzoo.core.checks import ClaimResult, Criterion
+from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.timeseries.data.corpus import RESOLUTIONS, split_corpus
 from paperzoo.timeseries.ttm.data import SPLIT, SeriesWindows, diverse_resolutions
 from paperzoo.timeseries.ttm.model import TinyTimeMixer, count_parameters
@@ -205,12 +205,8 @@ def few_shot_run(
 
 def check(quick: bool = False) -> ClaimResult:
     setting = QUICK if quick else FULL
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _check(setting)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check(setting: Setting) -> ClaimResult:
