@@ -83,3 +83,19 @@ def test_every_mode_trains(mode):
 
 def test_tiny_config_fits_and_reloads(tmp_path):
     fit_tiny_and_round_trip(CARD, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["weather", "elecdemand", "garch", "pretrain_weather", "etth1"])
+def test_packaged_configs_build(name):
+    """Every packaged config builds its task and datamodule (ETTh1 on the ETT-format fixture, shorter windows)."""
+    from pathlib import Path
+
+    from paperzoo.core.testing.conformance import build_from_config
+
+    overrides = []
+    if name == "etth1":
+        fixture = Path(__file__).parent / "fixtures" / "ett_small.csv"
+        overrides = ["--data.path", str(fixture), "--data.context_length", "32", "--data.prediction_length", "8"]
+        overrides += ["--data.split", "70/10/20"]
+    task, data = build_from_config(CARD.config(name), *overrides)
+    assert task.num_channels == data.num_channels and task.context_length == data.context_length

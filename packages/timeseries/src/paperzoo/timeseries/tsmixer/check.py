@@ -73,9 +73,9 @@ QUICK = Setting(
     8,
     d_model=16,
     num_layers=2,
-    steps=60,
-    pretrain_steps=60,
-    finetune_steps=30,
+    steps=200,
+    pretrain_steps=100,
+    finetune_steps=50,
     batch_size=16,
     eval_stride=4,
 )
