@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from paperzoo.core.checks import ClaimResult, Criterion
+from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.timeseries.baselines.dlinear import DLinear
 from paperzoo.timeseries.baselines.naive import SeasonalNaiveForecaster, evaluate_forecaster
 from paperzoo.timeseries.baselines.patchtst import PatchTST
@@ -160,14 +160,8 @@ def scores(model: nn.Module, data: ForecastingDataModule, setting: Setting) -> d
 
 
 def check(quick: bool = False) -> ClaimResult:
-    # one intra-op thread: on a shared 2-core machine two spinning OpenMP threads ran a TSMixer step 12x slower
-    # (5.1 s vs 0.42 s); all models get the same setting, so the time ratios stay comparable
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # one intra-op thread for every model (see `torch_threads`)
         return _check(QUICK if quick else FULL, quick)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _check(setting: Setting, quick: bool) -> ClaimResult:
