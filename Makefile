@@ -47,6 +47,10 @@ report: setup  ## benchmarks/RESULTS.md and plots from the result files
 
 bench: peers  ## performance benchmarks against peer libraries (installs the peers group)
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/gpt_train_throughput.py --rounds 5 --steps 40
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/tsmixer_vs_patchtsmixer.py --threads 1 \
+		--batch-size 16 --steps 8 --warmup 2 --rounds 5
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/ttm_vs_granite.py --threads 1 \
+		--rounds 5 --steps 8 --warmup 2
 
 build:  ## one wheel per member into dist/
 	$(UV) build --all-packages --out-dir dist

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from paperzoo.core.io import atomic_write_text
 from paperzoo.core.layers import swiglu_hidden_dim
 from paperzoo.core.lm.task import CausalLMTask
+from paperzoo.core.profiling import device_name, synchronize
 from paperzoo.core.schedulers import WarmupStableDecay
 
 VOCAB_SIZE = 257  # the byte vocabulary of paperzoo's LM configs
@@ -61,21 +62,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
-    threads = torch.get_num_threads()
-    return f"{name}, {threads} thread{'s' if threads != 1 else ''}"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def token_loader(args: argparse.Namespace) -> DataLoader:
     """warmup + steps random windows [B, T + 1] (int64), the same for every run; one epoch is one measurement."""
     generator = torch.Generator().manual_seed(args.seed)
@@ -94,12 +80,12 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if idx == self.warmup:
-            sync(self.device)
+            synchronize(self.device)
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, out: Any, batch: Any, idx: int):
         if idx == self.last:
-            sync(self.device)
+            synchronize(self.device)
             self.stopped = time.perf_counter()
             self.loss = float(out["loss"])
 
@@ -138,7 +124,7 @@ def run_plain(model: torch.nn.Module, forward: Callable, args: argparse.Namespac
     started = 0.0
     for index, batch in enumerate(token_loader(args)):
         if index == args.warmup:
-            sync(device)
+            synchronize(device)
             started = time.perf_counter()
         batch = batch.to(device, non_blocking=True)
         logits = forward(model, batch[:, :-1])  # [B, T, V]
@@ -147,7 +133,7 @@ def run_plain(model: torch.nn.Module, forward: Callable, args: argparse.Namespac
         optimizer.step()
         optimizer.zero_grad()
         scheduler.step()
-    sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - started
     return args.steps * args.batch_size * args.seq_len / seconds, loss.item()
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from paperzoo.core.io import atomic_write_text
+from paperzoo.core.profiling import device_name, saved_activation_bytes, synchronize
 from paperzoo.timeseries.tsmixer.model import TSMixer
 from paperzoo.timeseries.tsmixer.porting import to_patchtsmixer
 
@@ -52,38 +53,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
-    threads = torch.get_num_threads()
-    return f"{name}, {threads} thread{'s' if threads != 1 else ''}"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def saved_bytes(model: torch.nn.Module, forward, batch) -> int:
-    """Bytes of distinct non-parameter storages autograd saves for backward during one forward."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.mse_loss(forward(batch[0]), batch[1])
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return sum(saved.values())
-
-
 class Runner:
     """One model, its optimizer and a step function; `measure` times `steps` steps after `warmup`."""
 
@@ -101,12 +70,16 @@ class Runner:
     def measure(self, data: list[tuple[torch.Tensor, torch.Tensor]], warmup: int) -> float:
         for past, future in data[:warmup]:
             self.step(past, future)
-        sync(self.device)
+        synchronize(self.device)
         started = time.perf_counter()
         for past, future in data[warmup:]:
             self.step(past, future)
-        sync(self.device)
+        synchronize(self.device)
         return sum(p.shape[0] for p, _ in data[warmup:]) / (time.perf_counter() - started)
+
+    def saved_bytes(self, past: torch.Tensor, future: torch.Tensor) -> int:
+        """Bytes autograd saves for backward in one forward (`paperzoo.core.profiling.saved_activation_bytes`)."""
+        return saved_activation_bytes(self.model, lambda: F.mse_loss(self.forward(past), future))
 
     def peak_cuda_bytes(self, past: torch.Tensor, future: torch.Tensor) -> float:
         if self.device.type != "cuda":
@@ -165,7 +138,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, runner in runners.items():
             throughput[name].append(runner.measure(data, args.warmup))
-    memory = {name: saved_bytes(runner.model, runner.forward, data[0]) for name, runner in runners.items()}
+    memory = {name: runner.saved_bytes(*data[0]) for name, runner in runners.items()}
     cuda_peak = {name: runner.peak_cuda_bytes(*data[0]) for name, runner in runners.items()}
     median = {name: statistics.median(values) for name, values in throughput.items()}
     reference = median["transformers PatchTSMixerForPrediction"]

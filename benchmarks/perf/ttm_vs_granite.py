@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from paperzoo.core.io import atomic_write_text
+from paperzoo.core.profiling import device_name, saved_activation_bytes, synchronize
 from paperzoo.timeseries.ttm.model import TinyTimeMixer, count_parameters
 from paperzoo.timeseries.ttm.port import to_granite
 
@@ -51,21 +52,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a loaded shared machine)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args()
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
-    threads = torch.get_num_threads()
-    return f"{name}, {threads} thread{'s' if threads != 1 else ''}"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build(args: argparse.Namespace) -> TinyTimeMixer:
@@ -118,35 +104,22 @@ class Runner:
         started = 0.0
         for index, batch in enumerate(data):
             if index == warmup:
-                sync(self.device)
+                synchronize(self.device)
                 started = time.perf_counter()
             self.step(batch)
-        sync(self.device)
+        synchronize(self.device)
         return (len(data) - warmup) * data[0][0].shape[0] / (time.perf_counter() - started)
 
     def saved_bytes(self, batch: Batch) -> int:
-        """Bytes of distinct non-parameter storages autograd saves for backward in one forward."""
-        parameters = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
-        saved: dict[int, int] = {}
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() not in parameters:
-                saved[storage.data_ptr()] = storage.nbytes()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = F.mse_loss(self.forward(batch), self.target(batch))
-        loss.backward()
-        self.model.zero_grad(set_to_none=True)
-        return sum(saved.values())
+        """Bytes autograd saves for backward in one forward (`paperzoo.core.profiling.saved_activation_bytes`)."""
+        return saved_activation_bytes(self.model, lambda: F.mse_loss(self.forward(batch), self.target(batch)))
 
     def peak_cuda_bytes(self, batch: Batch) -> float:
-        sync(self.device)
+        synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
         self.step(batch)
-        sync(self.device)
+        synchronize(self.device)
         return torch.cuda.max_memory_allocated(self.device) - before
 
 

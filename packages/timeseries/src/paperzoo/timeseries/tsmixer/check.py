@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
+from paperzoo.core.profiling import saved_activation_bytes
 from paperzoo.timeseries.baselines.dlinear import DLinear
 from paperzoo.timeseries.baselines.naive import SeasonalNaiveForecaster, evaluate_forecaster
 from paperzoo.timeseries.baselines.patchtst import PatchTST
@@ -135,23 +136,11 @@ def train(
 
 def step_memory(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """MiB of one training step: activations saved for backward (distinct storages) and the parameter state."""
-    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in parameters:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = F.mse_loss(model(batch["past"]), batch["future"])
-    loss.backward()
-    model.zero_grad(set_to_none=True)
+    activation_bytes = saved_activation_bytes(model, lambda: F.mse_loss(model(batch["past"]), batch["future"]))
     parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     mib = 2.0**20
-    return {"activation MiB": sum(saved.values()) / mib, "parameter state MiB": 4 * parameter_bytes / mib}
+    return {"activation MiB": activation_bytes / mib, "parameter state MiB": 4 * parameter_bytes / mib}
 
 
 def scores(model: nn.Module, data: ForecastingDataModule, setting: Setting) -> dict[str, float]:
