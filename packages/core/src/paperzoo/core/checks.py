@@ -51,6 +51,8 @@ class ClaimResult:
         baselines: our figures for each baseline, baseline -> (name -> value).
         criteria: the comparisons the verdict is the conjunction of.
         curves: named series of (x, y) points for the plot, e.g. loss against step.
+        plot: how to draw the curves: any of "xlabel", "ylabel" (default step / smoothed train loss), "xscale",
+            "yscale" ("linear" or "log").
         quick: whether this was the quick (< 60 s) mode.
         config: the settings of the run (model size, steps, seeds).
     """
@@ -63,6 +65,7 @@ class ClaimResult:
     baselines: dict[str, dict[str, float]]
     criteria: list[Criterion]
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    plot: dict[str, str] = field(default_factory=dict)
     quick: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     runtime_s: float = 0.0

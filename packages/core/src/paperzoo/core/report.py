@@ -12,7 +12,7 @@ from paperzoo.core.io import atomic_open, atomic_write_text
 
 
 def plot_curves(result: ClaimResult, path: Path) -> None:
-    """Loss curves of a check (one line per named series) as a PNG."""
+    """The curves of a check (one line per named series) as a PNG, drawn as its `plot` settings say."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,14 +22,19 @@ def plot_curves(result: ClaimResult, path: Path) -> None:
     for name, points in result.curves.items():
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, label=name, linewidth=1.4, linestyle="--" if name.startswith(("cosine", "baseline")) else "-")
-    # the first quarter of training is a steep fall that would flatten every difference worth seeing
-    x_max = max(x for points in result.curves.values() for x, _ in points)
-    late = [y for points in result.curves.values() for x, y in points if x >= x_max / 4]
-    if late:
-        margin = 0.05 * (max(late) - min(late))
-        ax.set_ylim(min(late) - margin, max(late) + margin)
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss (smoothed)")
+    style = {"xlabel": "step", "ylabel": "train loss (smoothed)", "xscale": "linear", "yscale": "linear"}
+    style.update(result.plot)
+    ax.set_xscale(style["xscale"])
+    ax.set_yscale(style["yscale"])
+    if style["xscale"] == "linear":
+        # the first quarter of training is a steep fall that would flatten every difference worth seeing
+        x_max = max(x for points in result.curves.values() for x, _ in points)
+        late = [y for points in result.curves.values() for x, y in points if x >= x_max / 4]
+        if late:
+            margin = 0.05 * (max(late) - min(late))
+            ax.set_ylim(min(late) - margin, max(late) + margin)
+    ax.set_xlabel(style["xlabel"])
+    ax.set_ylabel(style["ylabel"])
     ax.set_title(f"{result.key}: {'PASS' if result.passed else 'FAIL'}" + (" (quick)" if result.quick else ""))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -237,6 +237,7 @@ def check_naive(quick: bool = False) -> ClaimResult:
         baselines={"naive": baseline},
         criteria=criteria,
         curves=curves,
+        plot={"xlabel": "horizon step", "ylabel": "test MSE (scaled values)"},
         config={name: dict(s.__dict__) for name, s in NAIVE_SETTINGS.items()} | {"eval_stride": stride},
     )
 
@@ -334,6 +335,7 @@ def check_dlinear(quick: bool = False) -> ClaimResult:
             "PatchTST-small test mse by horizon step": patchtst.horizon_mse,
             "seasonal-naive test mse by horizon step": seasonal.horizon_mse,
         },
+        plot={"xlabel": "horizon step", "ylabel": "test MSE (scaled values)"},
         config=_config(
             setting, {"DLinear": {"kernel_size": 25, "individual": False}, "PatchTST-small": PATCHTST_SMALL}
         ),
@@ -371,5 +373,6 @@ def check_patchtst(quick: bool = False) -> ClaimResult:
         curves={
             f"{name} test mse by horizon step": fit.horizon_mse for name, fit in {"PatchTST": patchtst, **fits}.items()
         },
+        plot={"xlabel": "horizon step", "ylabel": "test MSE (scaled values)"},
         config=_config(setting, variants),
     )

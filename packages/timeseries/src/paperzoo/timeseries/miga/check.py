@@ -172,6 +172,7 @@ def check(quick: bool = False) -> ClaimResult:
         baselines={v: results[v] for v in setting.variants if v != "miga"},
         criteria=criteria,
         curves=curves,
+        plot={"xlabel": "epoch", "ylabel": "validation rank IC"},
         config={
             "data": (
                 f"skfolio S&P 500 closes, {data.num_stocks} stocks, {data.num_features} price factors, next-"

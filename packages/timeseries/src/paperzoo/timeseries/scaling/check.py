@@ -258,6 +258,12 @@ def _run(setting: Setting, source: Source) -> ClaimResult:
         baselines=baselines,
         criteria=criteria,
         curves=curves,
+        plot={
+            "xlabel": "parameters or training windows",
+            "ylabel": "NLL (per-window standardised)",
+            "xscale": "log",
+            "yscale": "log",
+        },
         config={
             **asdict(setting),
             "source": split.source,
