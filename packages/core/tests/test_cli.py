@@ -34,7 +34,7 @@ def assert_user_error(capsys, argv, message):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["check", "nope"], "unknown method 'nope'; installed methods are: wsd"),
+        (["check", "nope"], "unknown method 'nope'; installed methods are: "),
         (["fit", "--config", "missing.yaml"], "config 'missing.yaml' is not a file, a trainer preset"),
         (["fit", "--config", "wsd/huge"], "method 'wsd' has no config 'huge'; it has gpt_wikipedia, tiny"),
         (["fit", "--config", "wsd/tiny", "--data.init_args.batch_size=0"], "batch_size must be positive, got 0"),
