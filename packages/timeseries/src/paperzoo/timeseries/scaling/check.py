@@ -73,20 +73,13 @@ class Setting:
 
 
 QUICK = Setting(
-    sizes=("xs", "s", "m"), data_fractions=(1 / 16, 1 / 4, 1.0), kinds=("encoder",), steps=40, batch_size=16,
+    sizes=("xs", "s", "m"), data_fractions=(1 / 16, 1 / 4, 1.0), kinds=("encoder", "decoder"), steps=40, batch_size=16,
     warmup=5, bootstrap=200,
 )  # fmt: skip
 FULL = Setting(
     sizes=("xs", "s", "m", "l"), data_fractions=(1 / 16, 1 / 4, 1.0), kinds=("encoder", "decoder"), steps=300,
     batch_size=32,
 )  # fmt: skip
-
-
-def default_source() -> Source:
-    """The package corpus once it provides `split_corpus`, else the catalog's generated-ID / real-OOD design."""
-    from paperzoo.timeseries.data import corpus
-
-    return "corpus" if hasattr(corpus, "split_corpus") else "synthetic"
 
 
 def train(model: PatchTSFM, windows: torch.Tensor, setting: Setting, seed: int) -> float:
@@ -140,10 +133,11 @@ def fit_axis(x: list[float], y: list[float], setting: Setting) -> tuple[PowerLaw
     return pure, with_e
 
 
-def check(quick: bool = False, source: Source | None = None) -> ClaimResult:
+def check(quick: bool = False, source: Source = "corpus") -> ClaimResult:
+    """The claim check on the package corpus (`source="synthetic"`: the catalog's generated-ID / real-OOD design)."""
     setting = QUICK if quick else FULL
     with torch_threads(setting.threads):
-        return _run(setting, source or default_source())
+        return _run(setting, source)
 
 
 def _run(setting: Setting, source: Source) -> ClaimResult:
