@@ -21,7 +21,7 @@ class MethodCard:
 
     Args:
         key: short unique name used on the command line (`paperzoo check KEY`).
-        number: the paper's number in CATALOG.md.
+        number: the paper's number in CATALOG.md; 0 for a method outside the catalog (a baseline such as DLinear).
         title: the paper's title.
         arxiv: arXiv id.
         kind: train (fit through the CLI), posthoc (acts on trained weights), inference, eval, or component

@@ -85,7 +85,15 @@ def list_main(args: argparse.Namespace) -> None:
             "-" if result is None else ("pass" if result.passed else "FAIL") + (" (quick)" if result.quick else "")
         )
         rows.append(
-            (card.key, str(card.number), card.domain, card.kind, ",".join(card.configs()) or "-", verdict, card.title)
+            (
+                card.key,
+                str(card.number or "-"),
+                card.domain,
+                card.kind,
+                ",".join(card.configs()) or "-",
+                verdict,
+                card.title,
+            )
         )
     if len(rows) == 1:
         raise UserError(f"no installed method is in domain {args.domain!r}")
