@@ -147,6 +147,18 @@ def test_corpus_datamodule_windows_scaling_and_resolution():
     assert batch["past"].shape == (8, 12, 1) and batch["resolution"].dtype == torch.int64
 
 
+def test_corpus_datamodule_adds_diverse_resolution_copies():
+    series = make_series()
+    dm = CorpusDataModule(12, 4, series=series, downsampling=True, windows_per_series=50)
+    # copies need a training part that holds a window: int(16 / 0.7) + 1 = 23 steps. m (100 months) gives 33
+    # quarters (kept) and 8 years (too short); d (400 days) gives 57 weeks (kept); too_short has no window at all.
+    assert [s.name for s in dm.series] == ["m", "d", "m@Q", "d@W"]
+    quarterly = dm.series[2]
+    np.testing.assert_allclose(quarterly.values, series[0].values[1:].reshape(33, 3).mean(axis=1))  # end-aligned
+    rows = torch.as_tensor(dm.train_series == 2)
+    assert (dm.train_set.resolution[rows] == resolution_id("Q")).all()
+
+
 def test_corpus_datamodule_few_shot_and_errors():
     few = CorpusDataModule(12, 4, series=make_series(), windows_per_series=1000, train_fraction=0.1)
     full = CorpusDataModule(12, 4, series=make_series(), windows_per_series=1000)

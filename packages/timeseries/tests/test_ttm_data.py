@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from paperzoo.core.errors import ConfigError
-from paperzoo.timeseries.data.corpus import resolution_id
-from paperzoo.timeseries.ttm.data import SeriesWindows, coarser_resolutions, diverse_resolutions, downsample
+from paperzoo.timeseries.data.corpus import coarser_resolutions, diverse_resolutions, downsample, resolution_id
+from paperzoo.timeseries.ttm.data import SeriesWindows
 
 
 @dataclass

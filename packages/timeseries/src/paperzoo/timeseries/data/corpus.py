@@ -34,6 +34,7 @@ The assembled corpus (with its duplicate list) is cached atomically under `paper
 an .npz named after `CORPUS_VERSION` and a digest of the code that builds it; building it takes ~5-15 s.
 """
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -43,6 +44,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -433,6 +435,54 @@ def split_corpus() -> tuple[list[Series], list[Series]]:
 
 
 # --- datamodule ------------------------------------------------------------------------------------------------
+# --- TTM's diverse-resolution sampling (arXiv 2401.03955, Sec. 3): downsampled copies of the corpus ---
+
+#: (from, to) -> integer downsampling factor, for the resolutions of `RESOLUTIONS`.
+DOWNSAMPLE_FACTORS: dict[tuple[str, str], int] = {
+    ("30min", "H"): 2,
+    ("30min", "D"): 48,
+    ("H", "D"): 24,
+    ("H", "W"): 168,
+    ("D", "W"): 7,
+    ("M", "Q"): 3,
+    ("M", "A"): 12,
+    ("Q", "A"): 4,
+}
+
+
+def downsample(values: np.ndarray, factor: int) -> np.ndarray:
+    """Block means of `factor` consecutive steps, aligned to the end. `[T] -> [T // factor]`"""
+    require(factor >= 1, f"downsampling factor must be >= 1, got {factor}")
+    values = np.asarray(values, dtype=np.float64)
+    blocks = len(values) // factor
+    if blocks == 0:
+        return values[:0]
+    return values[len(values) - blocks * factor :].reshape(blocks, factor).mean(axis=1)
+
+
+def coarser_resolutions(frequency: str) -> dict[str, int]:
+    """The resolutions a series at `frequency` can be downsampled to, with their factors."""
+    if frequency not in RESOLUTIONS:
+        raise ConfigError(f"unknown resolution {frequency!r}; expected one of {RESOLUTIONS}")
+    return {to: factor for (source, to), factor in DOWNSAMPLE_FACTORS.items() if source == frequency}
+
+
+def diverse_resolutions(series: Sequence[Any], min_length: int) -> list[Any]:
+    """Every series, plus its downsampled versions with at least `min_length` steps (name `<name>@<frequency>`).
+
+    `series` items are `data.corpus.Series`-like dataclasses (`name`, `values`, `frequency`).
+    """
+    out = list(series)
+    for item in series:
+        for frequency, factor in coarser_resolutions(item.frequency).items():
+            values = downsample(item.values, factor)
+            if len(values) >= min_length:
+                out.append(
+                    dataclasses.replace(item, name=f"{item.name}@{frequency}", values=values, frequency=frequency)
+                )
+    return out
+
+
 class CorpusDataModule(BaseDataModule):
     """Univariate forecasting windows over many series, each scaled with its own training statistics.
 
@@ -458,6 +508,8 @@ class CorpusDataModule(BaseDataModule):
         windows_per_series: cap on the training (and validation) windows of one series.
         train_fraction: keep the last fraction of each series' training windows (few-shot, before the cap).
         train_share: the share of each series used for training and scaler statistics.
+        downsampling: add TTM's diverse-resolution copies of every chosen series (`diverse_resolutions`) whose
+            training part still holds a window.
         batch_size, num_workers, seed: see `BaseDataModule`.
     """
 
@@ -470,6 +522,7 @@ class CorpusDataModule(BaseDataModule):
         windows_per_series: int = 64,
         train_fraction: float | None = None,
         train_share: float = 0.7,
+        downsampling: bool = False,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -490,6 +543,8 @@ class CorpusDataModule(BaseDataModule):
         if max_series is not None and max_series < len(chosen):
             chosen = [chosen[i] for i in rng.permutation(len(chosen))[:max_series]]
         window = context_length + prediction_length
+        if downsampling:
+            chosen = diverse_resolutions(chosen, min_length=int(window / train_share) + 1)
         blocks, train_starts, val_starts, train_res, val_res, train_ids, val_ids = [], [], [], [], [], [], []
         self.series: list[Series] = []
         self.scalers: list[StandardScaler] = []

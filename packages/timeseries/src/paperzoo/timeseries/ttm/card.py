@@ -15,9 +15,9 @@ CARD = MethodCard(
     entry_points=(
         "paperzoo.timeseries.ttm.model:TinyTimeMixer",
         "paperzoo.timeseries.ttm.model:ttm_tiny",
-        "paperzoo.timeseries.ttm.data:TTMCorpusDataModule",
-        "paperzoo.timeseries.ttm.data:diverse_resolutions",
-        "paperzoo.timeseries.ttm.data:downsample",
+        "paperzoo.timeseries.data.corpus:CorpusDataModule",
+        "paperzoo.timeseries.data.corpus:diverse_resolutions",
+        "paperzoo.timeseries.data.corpus:downsample",
         "paperzoo.timeseries.ttm.port:to_granite",
         "paperzoo.timeseries.data:ForecastingDataModule",
     ),

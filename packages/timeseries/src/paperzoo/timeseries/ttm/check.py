@@ -2,7 +2,7 @@
 
 1. Pre-train a TTM (resolution prefix, adaptive patching) on the pretraining side of the corpus
    (`data.corpus.split_corpus`: every offline series except `HELD_OUT` and their duplicates), augmented by
-   diverse-resolution sampling (`ttm.data.diverse_resolutions`), univariate windows L = 64, H = 12.
+   diverse-resolution sampling (`data.corpus.diverse_resolutions`), univariate windows L = 64, H = 12.
 2. On the held-out series (statsmodels co2, sunspots, elnino, macrodata realgdp/cpi/unemp; sktime airline, lynx,
    shampoo_sales; a series with no L + H window in its test part is skipped and named in the result),
    each split 70/10/20 in time and scaled with its training part's statistics:
@@ -30,8 +30,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
-from paperzoo.timeseries.data.corpus import RESOLUTIONS, split_corpus
-from paperzoo.timeseries.ttm.data import SPLIT, SeriesWindows, diverse_resolutions
+from paperzoo.timeseries.data.corpus import RESOLUTIONS, diverse_resolutions, split_corpus
+from paperzoo.timeseries.ttm.data import SPLIT, SeriesWindows
 from paperzoo.timeseries.ttm.model import TinyTimeMixer, count_parameters
 
 SEASON = {"30min": 48, "H": 24, "D": 7, "W": 52, "M": 12, "Q": 4, "A": 1}

@@ -1,21 +1,17 @@
-"""TTM's diverse-resolution sampling (DRS): downsampling augmentation of the pretraining corpus, and windows.
+"""Windows for TTM's claim check, and its diverse-resolution sampling (DRS), re-exported from the corpus module.
 
 Ekambaram et al., TTM (arXiv 2401.03955), Sec. 3: the pretraining corpus is augmented with lower-resolution
 versions of its series (e.g. a half-hourly series also gives an hourly and a daily one), so one model sees many
 sampling resolutions; the resolution id of each derived series is updated, and resolution prefix tuning tells the
-model which one a window has.
+model which one a window has. DRS lives in `paperzoo.timeseries.data.corpus` (`downsample`, `DOWNSAMPLE_FACTORS`,
+`coarser_resolutions`, `diverse_resolutions`) so that `CorpusDataModule(diverse_resolutions=True)` serves
+`paperzoo fit`.
 
-- `downsample(values, factor)`: means over non-overlapping blocks of `factor` steps, aligned to the *end* of the
-  series (the oldest `len % factor` steps are dropped, so the most recent block is complete).
-- `DOWNSAMPLE_FACTORS`: the exact integer factors between the corpus resolutions (`data.corpus.RESOLUTIONS`);
-  calendar months/weeks are not integer multiples of days, so D -> M and W -> M are not derived.
-- `diverse_resolutions(series, min_length)`: every series plus each coarser version long enough for a window.
-- `SeriesWindows`: univariate lookback/horizon windows over a list of series with per-series scaling fitted on
-  each series' training part, carrying `resolution` (the batch contract of `paperzoo.timeseries.task`).
-- `TTMCorpusDataModule`: the pretraining (or held-out) corpus, DRS-augmented, as a datamodule.
+- `SeriesWindows`: univariate lookback/horizon windows over a list of series with a train/val/test part per series
+  (70/10/20) and per-series scaling fitted on each series' training part, carrying `resolution` and the series
+  index, which the claim check needs for per-series MASE and the few-shot subset (`subset_per_series`).
 """
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,57 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from paperzoo.core.data.base import BaseDataModule
-from paperzoo.core.errors import ConfigError, DataError, require
-from paperzoo.timeseries.data.corpus import RESOLUTIONS, resolution_id
-
-#: (from, to) -> integer downsampling factor, for the resolutions of `RESOLUTIONS`.
-DOWNSAMPLE_FACTORS: dict[tuple[str, str], int] = {
-    ("30min", "H"): 2,
-    ("30min", "D"): 48,
-    ("H", "D"): 24,
-    ("H", "W"): 168,
-    ("D", "W"): 7,
-    ("M", "Q"): 3,
-    ("M", "A"): 12,
-    ("Q", "A"): 4,
-}
+from paperzoo.core.errors import DataError, require
+from paperzoo.timeseries.data.corpus import resolution_id
 
 #: share of each series used for training / validation (the rest is the test part), as in CorpusDataModule.
 SPLIT = (0.7, 0.1)
-
-
-def downsample(values: np.ndarray, factor: int) -> np.ndarray:
-    """Block means of `factor` consecutive steps, aligned to the end. `[T] -> [T // factor]`"""
-    require(factor >= 1, f"downsampling factor must be >= 1, got {factor}")
-    values = np.asarray(values, dtype=np.float64)
-    blocks = len(values) // factor
-    if blocks == 0:
-        return values[:0]
-    return values[len(values) - blocks * factor :].reshape(blocks, factor).mean(axis=1)
-
-
-def coarser_resolutions(frequency: str) -> dict[str, int]:
-    """The resolutions a series at `frequency` can be downsampled to, with their factors."""
-    if frequency not in RESOLUTIONS:
-        raise ConfigError(f"unknown resolution {frequency!r}; expected one of {RESOLUTIONS}")
-    return {to: factor for (source, to), factor in DOWNSAMPLE_FACTORS.items() if source == frequency}
-
-
-def diverse_resolutions(series: Sequence[Any], min_length: int) -> list[Any]:
-    """Every series, plus its downsampled versions with at least `min_length` steps (name `<name>@<frequency>`).
-
-    `series` items are `data.corpus.Series`-like dataclasses (`name`, `values`, `frequency`).
-    """
-    out = list(series)
-    for item in series:
-        for frequency, factor in coarser_resolutions(item.frequency).items():
-            values = downsample(item.values, factor)
-            if len(values) >= min_length:
-                out.append(
-                    dataclasses.replace(item, name=f"{item.name}@{frequency}", values=values, frequency=frequency)
-                )
-    return out
 
 
 def split_points(length: int) -> tuple[int, int]:
@@ -172,54 +122,3 @@ class SeriesWindows(Dataset):
         subset.__dict__.update(self.__dict__)
         subset.index = self.index[torch.cat(keep)] if keep else self.index[:0]
         return subset
-
-
-class TTMCorpusDataModule(BaseDataModule):
-    """The offline series corpus as TTM pretrains on it: univariate windows with resolution ids, optionally
-    augmented with downsampled versions of every series (diverse-resolution sampling).
-
-    Args:
-        context_length: L.
-        prediction_length: H.
-        series: "pretrain" (the corpus minus the held-out series) or "held_out".
-        downsampling: add the DRS versions of every series.
-        max_series: keep the first `max_series` series (before augmentation), for quick runs.
-        max_windows_per_series: cap on each series' training windows (evenly spaced).
-        stride: step between training windows (validation uses `max(stride, H)`).
-        batch_size, num_workers, seed: see `BaseDataModule`.
-    """
-
-    def __init__(
-        self,
-        context_length: int = 64,
-        prediction_length: int = 12,
-        series: str = "pretrain",
-        downsampling: bool = True,
-        max_series: int | None = None,
-        max_windows_per_series: int | None = 500,
-        stride: int = 1,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-    ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        require(series in ("pretrain", "held_out"), f"series must be 'pretrain' or 'held_out', got {series!r}")
-        from paperzoo.timeseries.data.corpus import split_corpus
-
-        self.save_hyperparameters()
-        self.context_length, self.prediction_length, self.num_channels = context_length, prediction_length, 1
-        pretrain, held_out = split_corpus()
-        chosen = pretrain if series == "pretrain" else held_out
-        chosen = chosen[:max_series] if max_series is not None else chosen
-        window = context_length + prediction_length
-        self.series = diverse_resolutions(chosen, min_length=int(window / SPLIT[0]) + 1) if downsampling else chosen
-        self.train_set = SeriesWindows(
-            self.series, context_length, prediction_length, "train", stride, max_windows_per_series
-        )
-        self.val_set = SeriesWindows(
-            self.series, context_length, prediction_length, "val", max(stride, prediction_length)
-        )
-        self.test_set = SeriesWindows(self.series, context_length, prediction_length, "test", prediction_length)
-        self.predict_set = self.test_set
-        if len(self.train_set) == 0:
-            raise DataError(f"no series of the {series} corpus is long enough for windows of {window} steps")

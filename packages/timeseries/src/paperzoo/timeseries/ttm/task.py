@@ -1,7 +1,7 @@
 """`TTMTask`: pre-training and multi-level fine-tuning of Tiny Time Mixers (arXiv 2401.03955) with Lightning.
 
-- `mode="pretrain"`: every parameter trains, channel-independent, on `TTMCorpusDataModule` windows (univariate,
-  with `resolution`, DRS-augmented).
+- `mode="pretrain"`: every parameter trains, channel-independent, on `CorpusDataModule(downsampling=True)` windows
+  (univariate, with `resolution`, DRS-augmented).
 - `mode="finetune"`: the model is rebuilt for the target dataset (optionally with a channel-mixing decoder and an
   exogenous mixer), the pre-trained weights of `pretrained` are loaded, the backbone is frozen and only the
   decoder, head and exogenous mixer train (the optimizer only sees those). Batches come from
