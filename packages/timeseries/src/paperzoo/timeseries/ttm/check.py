@@ -23,7 +23,6 @@ threads on a shared 2-core machine ran ~35x slower here.
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -314,20 +313,3 @@ def _smooth(points: list[tuple[float, float]], every: int = 10, beta: float = 0.
         if i % every == 0 or i == len(points):
             out.append((step, average / (1 - beta**i)))
     return out
-
-
-def main(argv: Any = None) -> None:  # pragma: no cover - convenience: python -m paperzoo.timeseries.ttm.check
-    import argparse
-
-    from paperzoo.core.checks import result_path, run_check, write_result
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    result = run_check(check, args.quick)
-    print(result.table())
-    write_result(result, result_path("ttm", args.quick))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
