@@ -28,9 +28,9 @@ test-fast:
 test-slow: setup  ## claim checks in quick mode, wheel builds
 	$(RUN) pytest -n 2 -m slow
 
-peers: setup  ## the peer libraries (peers group; granite-tsfm without its torch<2.12 pin)
+peers: setup  ## the peer libraries (peers group; granite-tsfm and pylate without their torch/transformers pins)
 	$(UV) sync --all-packages --frozen --group peers
-	$(UV) pip install --python .venv/bin/python --no-deps "granite-tsfm>=0.3"
+	$(UV) pip install --python .venv/bin/python --no-deps "granite-tsfm>=0.3" "pylate>=1.6"
 
 test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm)
 	$(UV) run --frozen --all-packages --group peers pytest -n 2 -m peers
