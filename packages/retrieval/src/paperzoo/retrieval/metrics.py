@@ -22,7 +22,9 @@ def retrieval_metrics(
     Returns:
         {"ndcg@10", "mrr@10", "recall@k" for k in recall_at}.
     """
-    require(scores.shape == relevance.shape, f"scores {tuple(scores.shape)} and relevance {tuple(relevance.shape)} differ")
+    require(
+        scores.shape == relevance.shape, f"scores {tuple(scores.shape)} and relevance {tuple(relevance.shape)} differ"
+    )
     require(bool((relevance > 0).any(1).all()), "every query needs at least one relevant document")
     # torchmetrics ranks by score; -inf would break its sort ties, so send unretrieved documents far below
     finite = torch.where(torch.isfinite(scores), scores.double(), torch.tensor(-1e30, dtype=torch.double))

@@ -40,7 +40,9 @@ class RetrievalBenchmark:
                 raise DataError(f"{self.name}: the qrels judge query {qid!r}, which is not among the queries")
             for doc_id in judged:
                 if doc_id not in self.corpus:
-                    raise DataError(f"{self.name}: the qrels of query {qid!r} name document {doc_id!r}, not in the corpus")
+                    raise DataError(
+                        f"{self.name}: the qrels of query {qid!r} name document {doc_id!r}, not in the corpus"
+                    )
 
     @property
     def doc_ids(self) -> list[str]:
