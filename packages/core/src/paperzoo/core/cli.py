@@ -139,7 +139,8 @@ def run_main(argv: list[str]) -> None:
     parser = ArgumentParser(prog=f"paperzoo run {card.key}", exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(function, fail_untyped=True)
-    config = parser.parse_args(argv[1:])  # type and range errors surface here, before any work
+    # --config takes a file or KEY/NAME of a packaged config, as for the Lightning verbs
+    config = parser.parse_args(resolve_config_args(argv[1:]))  # type and range errors surface here, before any work
     config.pop("config", None)
     init = parser.instantiate_classes(config)
     result = function(**{k: v for k, v in init.items() if k != "__path__"})
