@@ -1,11 +1,15 @@
 """`RetrievalDataModule`: argument checks, the pair set (one pair per positive document) and the batch shapes."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from paperzoo.core.errors import ConfigError
+from paperzoo.core.errors import ConfigError, DataError
 from paperzoo.retrieval.data.benchmark import RetrievalBenchmark
 from paperzoo.retrieval.data.module import RetrievalDataModule, positive_pairs
+
+BEIR_TINY = Path(__file__).parent / "fixtures" / "beir_tiny"
 
 
 def test_source_typo_lists_the_valid_names():
@@ -49,3 +53,29 @@ def test_wikipedia_batches_have_the_contract_shapes_and_train_group_labels():
     val_batch = next(iter(module.val_dataloader()))
     assert (val_batch["label"] == -1).all()
     assert len(module.train_set) == len({d for _, d in module.train_set.pairs})
+
+
+def test_beir_directory_without_dev_qrels():
+    module = RetrievalDataModule(path=str(BEIR_TINY), batch_size=2, dev_fraction=0.3)
+    assert module.num_groups == 0
+    module.setup("fit")
+    assert len(module.splits.dev.queries) == 1 and len(module.train_set) == 2
+    batch = next(iter(module.train_dataloader()))
+    assert batch["query"]["input_ids"].shape[0] == 2 and (batch["label"] == -1).all()
+
+
+def test_beir_directory_without_train_qrels_is_a_clear_error(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    with pytest.raises(DataError, match=r"no qrels/train.tsv"):
+        RetrievalDataModule(path=str(tmp_path)).setup("fit")
+    with pytest.raises(DataError, match="does not exist"):
+        RetrievalDataModule(path=str(tmp_path / "missing")).setup("fit")
+
+
+def test_stdlib_source_pairs_docstrings_with_their_functions():
+    module = RetrievalDataModule(source="stdlib", max_documents=40, batch_size=4)
+    module.setup("fit")
+    query, doc, label = module.train_set[0]
+    qid, doc_id = module.train_set.pairs[0]
+    assert qid == doc_id and module.splits.train.queries[qid] == query and doc.startswith(("def ", "async def "))
+    assert 0 <= label < module.num_groups

@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from paperzoo.core.errors import require
 from paperzoo.core.io import atomic_write_text, cache_dir
@@ -35,6 +35,7 @@ from paperzoo.core.lm.data import Document, wikipedia_sample
 from paperzoo.retrieval.data.benchmark import BenchmarkSplits, RetrievalBenchmark
 
 CODE_VERSION = 1
+T = TypeVar("T")
 
 # Sections that hold references, links and lists rather than prose about the article's subject.
 GENERIC_SECTIONS = frozenset(
@@ -236,19 +237,29 @@ class Passage:
 def occurring(queries: Sequence[str], texts: Sequence[str]) -> set[str]:
     """The queries that occur verbatim (as substrings) in any of `texts`.
 
-    A query of six or more words can only occur in a text that holds its interior words 2-5 as whole words, so
-    an index of word 4-grams narrows the search to a few candidates; shorter queries are searched everywhere.
+    A query of k >= 3 words can only occur in a text that holds its interior words 2..min(5, k-1) as whole
+    words, so an index of those word n-grams narrows the search to a few candidate texts; queries of one or two
+    words are searched in every text.
     """
-    joined = "\n".join(texts)
-    index: dict[tuple[str, ...], set[int]] = {}
-    for t, text in enumerate(texts):
-        words = text.split()
-        for i in range(len(words) - 3):
-            index.setdefault(tuple(words[i : i + 4]), set()).add(t)
-    found = set()
+    keys = {}
     for query in queries:
         words = query.split()
-        candidates = (texts[t] for t in index.get(tuple(words[1:5]), ())) if len(words) >= 6 else [joined]
+        if len(words) >= 3:
+            keys[query] = tuple(words[1 : 1 + min(4, len(words) - 2)])
+    needed = set(keys.values())
+    lengths = {len(key) for key in needed}
+    holders: dict[tuple[str, ...], list[int]] = {}
+    for t, text in enumerate(texts):
+        words = text.split()
+        for n in lengths:
+            for i in range(len(words) - n + 1):
+                gram = tuple(words[i : i + n])
+                if gram in needed:
+                    holders.setdefault(gram, []).append(t)
+    joined = "\n".join(texts)
+    found = set()
+    for query in queries:
+        candidates = (texts[t] for t in holders.get(keys[query], ())) if query in keys else [joined]
         if any(query in text for text in candidates):
             found.add(query)
     return found
@@ -322,29 +333,36 @@ def article_benchmark(name: str, passages: Sequence[Passage]) -> RetrievalBenchm
     return RetrievalBenchmark(name, corpus, queries, qrels, groups)
 
 
-def split_articles(
-    passages: Sequence[Passage], dev_fraction: float, test_fraction: float, seed: int
-) -> dict[str, list[Passage]]:
-    """Whole articles to test, then dev, in a seeded order until each holds its fraction of the passages."""
-    articles: dict[str, list[Passage]] = {}
-    for passage in passages:
-        articles.setdefault(passage.article, []).append(passage)
-    require(len(articles) >= 3, f"a train/dev/test split by article needs at least 3 articles, got {len(articles)}")
-    order = sorted(articles)
+def split_by_group(
+    items: Sequence[T], group_of: Callable[[T], str], dev_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[T]]:
+    """train/dev/test of `items` by whole groups (articles, modules): the groups in a seeded order go to test,
+    then dev, each until it holds its fraction of the items; the rest is train. Every split gets a group."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(group_of(item), []).append(item)
+    require(len(groups) >= 3, f"a train/dev/test split by group needs at least 3 groups, got {len(groups)}")
+    order = sorted(groups)
     random.Random(seed).shuffle(order)
-    total = len(passages)
-    splits: dict[str, list[Passage]] = {"test": [], "dev": [], "train": []}
+    splits: dict[str, list[T]] = {"test": [], "dev": [], "train": []}
     cursor = 0
     for name, fraction in (("test", test_fraction), ("dev", dev_fraction)):
-        # Each split takes at least one article and leaves at least one for the splits after it.
+        # Each split takes at least one group and leaves at least one for the splits after it.
         while cursor < len(order) - (2 if name == "test" else 1) and (
-            not splits[name] or len(splits[name]) < fraction * total
+            not splits[name] or len(splits[name]) < fraction * len(items)
         ):
-            splits[name].extend(articles[order[cursor]])
+            splits[name].extend(groups[order[cursor]])
             cursor += 1
-    for title in order[cursor:]:
-        splits["train"].extend(articles[title])
+    for group in order[cursor:]:
+        splits["train"].extend(groups[group])
     return splits
+
+
+def check_fractions(dev_fraction: float, test_fraction: float) -> None:
+    require(0 < dev_fraction < 1, f"dev_fraction must be in (0, 1), got {dev_fraction}")
+    require(0 < test_fraction < 1, f"test_fraction must be in (0, 1), got {test_fraction}")
+    total = dev_fraction + test_fraction
+    require(total < 1, f"dev_fraction + test_fraction must be below 1, got {total}")
 
 
 def build_wikipedia_passages(
@@ -357,11 +375,9 @@ def build_wikipedia_passages(
 ) -> BenchmarkSplits:
     """The benchmark of `wikipedia_passages` from any list of articles (uncached; see the module docstring)."""
     require(passage_words >= 10, f"passage_words must be at least 10, got {passage_words}")
-    require(0 < dev_fraction < 1, f"dev_fraction must be in (0, 1), got {dev_fraction}")
-    require(0 < test_fraction < 1, f"test_fraction must be in (0, 1), got {test_fraction}")
-    total = dev_fraction + test_fraction
-    require(total < 1, f"dev_fraction + test_fraction must be below 1, got {total}")
-    parts = split_articles(build_passages(documents, passage_words), dev_fraction, test_fraction, seed)
+    check_fractions(dev_fraction, test_fraction)
+    passages = build_passages(documents, passage_words)
+    parts = split_by_group(passages, lambda p: p.article, dev_fraction, test_fraction, seed)
     return BenchmarkSplits(**{split: article_benchmark(f"{name}/{split}", parts[split]) for split in parts})
 
 
