@@ -39,6 +39,7 @@ def tiny_article() -> Document:
 def test_clean_line_strips_markup_and_empty_brackets():
     assert clean_line("'''Albedo''' () or '''reflection''' is ''white'' .") == "Albedo or reflection is white."
     assert clean_line("* a listed item") == "a listed item"
+    assert clean_line("Adobe (;, from Spanish: mud brick) is old.") == "Adobe (from Spanish: mud brick) is old."
 
 
 def test_split_sentences_keeps_initials_and_abbreviations():

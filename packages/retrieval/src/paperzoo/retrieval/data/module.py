@@ -109,6 +109,7 @@ class RetrievalDataModule(BaseDataModule):
             {"query": tokenize(q, max_query_length), "doc": tokenize(d, max_doc_length), "label": LongTensor [B]}
             with label the index of the document's group in train (-1 for groups unseen in train: every dev
             and test document, and every document of a BEIR directory).
+        collate: the `PairCollator` the loaders use (for a DataLoader of your own over these sets).
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class RetrievalDataModule(BaseDataModule):
         require(max_query_length >= 2, f"max_query_length must be at least 2, got {max_query_length}")
         require(max_doc_length >= 2, f"max_doc_length must be at least 2, got {max_doc_length}")
         require(0 < dev_fraction < 1, f"dev_fraction must be in (0, 1), got {dev_fraction}")
+        self.save_hyperparameters()
         self.source, self.max_documents, self.dev_fraction = source, max_documents, dev_fraction
         self.max_query_length, self.max_doc_length = max_query_length, max_doc_length
         self.collate = PairCollator(max_query_length, max_doc_length)

@@ -34,7 +34,7 @@ from paperzoo.core.io import atomic_write_text, cache_dir
 from paperzoo.core.lm.data import Document, wikipedia_sample
 from paperzoo.retrieval.data.benchmark import BenchmarkSplits, RetrievalBenchmark
 
-CODE_VERSION = 1
+CODE_VERSION = 2
 T = TypeVar("T")
 
 # Sections that hold references, links and lists rather than prose about the article's subject.
@@ -130,7 +130,7 @@ def clean_line(line: str) -> str:
     line = re.sub(r"'{2,}", "", line)
     line = re.sub(r"^[*#:;]+\s*", "", line.strip())
     line = re.sub(r"\(\s*[,;:]?\s*\)|\[\s*\]", "", line)  # brackets whose content filter_wiki removed
-    line = re.sub(r"\(\s*[,;]\s*", "(", line)
+    line = re.sub(r"\(\s*[,;][,;\s]*", "(", line)
     line = re.sub(r"\s+", " ", line).strip()
     return re.sub(r" ([,.;:!?])", r"\1", line)
 
