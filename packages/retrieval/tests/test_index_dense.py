@@ -60,6 +60,7 @@ def test_approximate_kinds_recall_the_exact_neighbours(corpus, kind, settings, m
 def test_ivf_probing_every_list_is_exact(corpus):
     docs, queries = corpus
     index = DenseIndex.build(docs, "ivf", nlist=16, nprobe=16)
+    assert index.nlist == 16 and DenseIndex.build(docs, "ivf").nlist == default_nlist(2000)
     _, exact = DenseIndex.build(docs, "flat").search(queries, 10)
     assert torch.equal(index.search(queries, 10)[1], exact)
 

@@ -131,6 +131,7 @@ class DenseIndex:
                 )
             index = self._new_index(nlist)
             index.train(array)
+            self.nlist = nlist
             self.index = index
         if len(array):
             self.index.add(array)
