@@ -57,6 +57,28 @@ def test_hnsw_run_matches_flat_on_a_small_corpus(flat_run, tmp_path):
         assert result[name] == pytest.approx(flat_run[0][name], abs=1e-4), name
 
 
+def test_run_on_a_beir_directory_with_only_test_qrels(tmp_path):
+    beir = tmp_path / "toy"
+    (beir / "qrels").mkdir(parents=True)
+    docs = {f"d{i}": f"passage number {i} about topic {i % 5}" for i in range(30)}
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": k, "title": "Toy", "text": v}) + "\n" for k, v in docs.items())
+    )
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": f"topic {i}"}) + "\n" for i in range(5))
+    )
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(5))
+    )
+    out = tmp_path / "out"
+    result = build_and_search(
+        path=str(beir), kind="ivf", nlist=4, nprobe=4, pretrained=False, num_layers=1, output_dir=str(out)
+    )
+    assert (result["documents"], result["queries"], result["nlist"]) == (30, 5, 4)
+    assert result["recall@100"] == 1.0  # all 30 documents are retrieved when every list is probed
+    assert (out / "toy_test_ivf.index").is_file()
+
+
 def test_encode_texts_keeps_the_order_of_its_input():
     torch.manual_seed(0)
     encoder = MiniLMEncoder(trainable_layers=0, pretrained=False, num_layers=1)
@@ -79,6 +101,8 @@ def test_bad_arguments_fail_before_any_work(monkeypatch, tmp_path):
         build_and_search(**TINY, kind="ivf", nprobe=0)
     with pytest.raises(ConfigError, match="nlist=100000"):
         build_and_search(**TINY, kind="ivf", nlist=100000, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="max_doc_length"):
+        build_and_search(**{**TINY, "max_doc_length": 1})
     with pytest.raises(ConfigError, match="unknown source"):
         build_and_search(source="wikipedai")
     (tmp_path / "file").write_text("")

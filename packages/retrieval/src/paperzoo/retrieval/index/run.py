@@ -69,7 +69,7 @@ def build_and_search(
     Args:
         source: the offline benchmark, "wikipedia" (passages of gensim's Wikipedia sample) or "stdlib" (Python
             standard-library code search); ignored when `path` is given.
-        path: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv) instead of `source`.
+        path: a BEIR directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) instead of `source`.
         split: which split's corpus and queries to index and search.
         max_documents: use only the first N articles/modules of the offline source (quick runs).
         kind: "flat" (exact), "ivf" or "hnsw" (approximate); see `DenseIndex` for the other index settings.
@@ -88,6 +88,7 @@ def build_and_search(
         ndcg@10, mrr@10, recall@10, recall@100, queries_per_s (index search only, after embedding), the index
         file's bytes_on_disk, documents, queries, encode_s, build_s and the index path.
     """
+    from paperzoo.retrieval.data.beir import load_beir
     from paperzoo.retrieval.data.module import RetrievalDataModule
 
     # every argument is checked before the benchmark is built, the encoder loaded or anything is embedded
@@ -95,19 +96,17 @@ def build_and_search(
     require(top_k >= 10, f"top_k must be at least 10 (nDCG@10 and MRR@10 need the top 10), got {top_k}")
     require(batch_size >= 1, f"batch_size must be at least 1, got {batch_size}")
     require(num_layers >= 1, f"num_layers must be at least 1, got {num_layers}")
+    for name, length in (("max_query_length", max_query_length), ("max_doc_length", max_doc_length)):
+        require(length >= 2, f"{name} must be at least 2 ([CLS] and [SEP]), got {length}")
     DenseIndex(1, kind, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir {out} exists and is not a directory")
-    data = RetrievalDataModule(
-        source=source,
-        path=path,
-        max_documents=max_documents,
-        max_query_length=max_query_length,
-        max_doc_length=max_doc_length,
-        seed=seed,
-    )
-    benchmark = data.splits.test if split == "test" else data.splits.dev
+    if path is not None:  # only the searched split's qrels are needed (many BEIR sets have only test)
+        benchmark = load_beir(path, split)
+    else:
+        splits = RetrievalDataModule(source=source, max_documents=max_documents, seed=seed).splits
+        benchmark = splits.test if split == "test" else splits.dev
     if kind == "ivf" and nlist is not None and nlist > len(benchmark.corpus):
         raise ConfigError(f"nlist={nlist} exceeds the {len(benchmark.corpus)} documents of {benchmark.name}")
 
