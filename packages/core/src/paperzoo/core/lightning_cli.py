@@ -22,7 +22,7 @@ class PaperzooCLI(LightningCLI):
     """
 
     #: datamodule attribute -> task init argument, linked after the datamodule is built.
-    LINKS = ("vocab_size", "num_channels", "context_length", "prediction_length", "num_features")
+    LINKS = ("vocab_size", "num_channels", "context_length", "prediction_length", "num_features", "num_groups")
 
     def __init__(self, **kwargs: Any):
         super().__init__(
