@@ -147,7 +147,9 @@ class StationaryModel(nn.Module):
     @property
     def classifier_weight(self) -> torch.Tensor:
         """[K, d] class prototypes (fixed or learned)."""
-        return self.classifier.weight
+        weight = self.classifier.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight
 
     def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         tokens = self.encoder.suffix(hidden, attention_mask)  # [B, L, 384]
