@@ -117,3 +117,23 @@ def test_bad_inputs_are_config_errors(corpus):
         retriever.search(torch.zeros(2, 3, 7), None)
     with pytest.raises(ConfigError, match="doc_vectors"):
         MuveraRetriever.build(torch.zeros(4, 16), None, CONFIG)
+
+
+def test_cached_token_sets_compute_once_and_return_the_same(monkeypatch, tmp_path):
+    from paperzoo.retrieval.late.muvera import pipeline
+
+    monkeypatch.setenv("PAPERZOO_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_token_sets(texts, max_length):
+        calls.append(list(texts))
+        vectors = torch.full((len(texts), 3, 4), 1 / 3)  # not exact in fp16
+        return vectors, torch.ones(len(texts), 3, dtype=torch.bool)
+
+    monkeypatch.setattr(pipeline, "token_sets", fake_token_sets)
+    first = pipeline.cached_token_sets(["a", "b"], 16)
+    second = pipeline.cached_token_sets(["a", "b"], 16)
+    assert len(calls) == 1 and torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    pipeline.cached_token_sets(["a", "b"], 8)  # another key
+    pipeline.cached_token_sets(["a", "c"], 16)
+    assert len(calls) == 3

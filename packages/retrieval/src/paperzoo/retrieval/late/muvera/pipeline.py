@@ -183,7 +183,7 @@ def cached_token_sets(texts: Sequence[str], max_length: int) -> tuple[torch.Tens
         return saved["vectors"].float(), saved["mask"]
     vectors, mask = token_sets(texts, max_length)
     atomic_torch_save({"vectors": vectors.half(), "mask": mask}, path)
-    return vectors, mask
+    return vectors.half().float(), mask  # what a cache hit returns
 
 
 def timed(function, *args, repeats: int = 1, **kwargs):  # noqa: ANN001, ANN201 - a thin timing wrapper
