@@ -83,11 +83,11 @@ class Setting:
 QUICK = Setting(
     seeds=(0,),
     train_pairs=160,
-    steps=80,
+    steps=50,
     variants=("colbert_128", "colberter_32", "uni_colberter_1"),
     test_articles_fraction=0.25,
 )
-FULL = Setting(seeds=(0, 1), train_pairs=1024, steps=200, variants=tuple(VARIANTS))
+FULL = Setting(seeds=(0, 1), train_pairs=1024, steps=120, variants=tuple(VARIANTS))
 
 
 def cached_prefix(encoder: MiniLMEncoder, texts: Sequence[str], max_length: int) -> PrefixCache:
