@@ -5,7 +5,7 @@ Contextualized Late Interactions using Enhanced Reduction", https://arxiv.org/ab
 
 What is implemented (on all-MiniLM-L6-v2, `paperzoo.retrieval.encoder.MiniLMEncoder`):
 - the single-vector component: the pooled encoder output projected to `cls_dim` (the paper's CLS vector, used
-  for candidate retrieval), scored by inner product;
+  for candidate retrieval), scored by inner product (a scaled cosine with `normalize`, see below);
 - the token component: the encoder's token states projected to `token_dim` (dimension reduction, applied before
   the pooling as in the reference code; a linear map commutes with the mean, so the order does not change the
   result), scored by MaxSim;
@@ -24,8 +24,9 @@ subword vector of the text, [CLS] and [SEP] included, is kept.
 Deviations from the paper:
 - the single vector pools the token states by their mean (`cls_pooling="mean"`) by default: all-MiniLM-L6-v2 was
   trained to be read out that way, while the paper's DistilBERT used its [CLS] state (`cls_pooling="cls"`);
-- the gate is the paper's and the reference code's ReLU gate (it reaches exact zeros, which is what removes a word
-  at index time); the issue text called it a sigmoid gate, which never reaches zero and would need a threshold;
+- the gate is the reference code's ReLU gate: it reaches exact zeros, and a word whose gate is 0 is what gets
+  removed at index time; the issue text called it a sigmoid gate, which never reaches 0 and would need a
+  threshold;
 - whole words are identified by their exact WordPiece subword sequence (the uncased tokenizer lowercases), not by
   a stemmed form as in one of the paper's variants;
 - with `normalize=True` (default) the single vector and the token vectors are L2-normalised (ColBERT's cosine
