@@ -21,7 +21,10 @@ def plot_curves(result: ClaimResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, points in result.curves.items():
         xs, ys = zip(*points, strict=True)
-        ax.plot(xs, ys, label=name, linewidth=1.4, linestyle="--" if name.startswith(("cosine", "baseline")) else "-")
+        dashed = name.startswith(("cosine", "baseline"))
+        # sparse series (a few settings, or a single operating point) need markers to be seen at all
+        marker = "o" if len(points) <= 30 else None
+        ax.plot(xs, ys, label=name, linewidth=1.4, linestyle="--" if dashed else "-", marker=marker, markersize=4)
     style = {"xlabel": "step", "ylabel": "train loss (smoothed)", "xscale": "linear", "yscale": "linear"}
     style.update(result.plot)
     ax.set_xscale(style["xscale"])
@@ -30,7 +33,7 @@ def plot_curves(result: ClaimResult, path: Path) -> None:
         # the first quarter of training is a steep fall that would flatten every difference worth seeing
         x_max = max(x for points in result.curves.values() for x, _ in points)
         late = [y for points in result.curves.values() for x, y in points if x >= x_max / 4]
-        if late:
+        if late and max(late) > min(late):
             margin = 0.05 * (max(late) - min(late))
             ax.set_ylim(min(late) - margin, max(late) + margin)
     ax.set_xlabel(style["xlabel"])
