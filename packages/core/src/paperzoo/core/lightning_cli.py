@@ -1,5 +1,7 @@
 """`PaperzooCLI`: LightningCLI in subclass mode over `BaseTask` and `BaseDataModule`."""
 
+import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,22 @@ class PaperzooCLI(LightningCLI):
         if ckpt_path and Path(ckpt_path).is_file():
             verify_checkpoint_file(ckpt_path)
         super()._parse_ckpt_path()
+        if subcommand:
+            self._drop_unaccepted_links(self.config[subcommand].get("model"))
+
+    def _drop_unaccepted_links(self, model: Any) -> None:
+        # A datamodule value linked in `LINKS` is saved in the checkpoint's hyperparameters even when the task does
+        # not take it (say `num_groups` for a task that trains no classifier); re-read from the checkpoint it would
+        # become an unexpected keyword argument, so drop the linked names the task's constructor does not accept.
+        extra = model.get("dict_kwargs") if model is not None else None
+        if not extra or not model.get("class_path"):
+            return
+        module, _, name = model["class_path"].rpartition(".")
+        parameters = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return
+        for key in [k for k in extra if k in self.LINKS and k not in parameters]:
+            del extra[key]
 
     def after_fit(self) -> None:
         """End a fit with its validation figures and where the checkpoint is, in plain words."""

@@ -36,8 +36,6 @@ class MRLTask(BaseTask):
         projection_dim: optional linear projection after mean pooling (see `SentenceEncoder`).
         scale: cosine scale of the in-batch contrastive loss (20, as sentence-transformers).
         pretrained, num_layers: False / a small num_layers build a random MiniLM-shaped encoder (unit tests).
-        num_groups: linked by the `paperzoo` command from `RetrievalDataModule` (the stationary-representation
-            classes); MRL does not use it.
         optimizer, lr_scheduler: see `BaseTask`.
 
     Logs `<stage>/loss` (the trained objective) and `<stage>/loss@m`, the contrastive loss of each prefix.
@@ -55,7 +53,6 @@ class MRLTask(BaseTask):
         scale: float = 20.0,
         pretrained: bool = True,
         num_layers: int = 6,
-        num_groups: int = 0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable = WarmupStableDecay,
     ):

@@ -43,8 +43,6 @@ class ColBERTerTask(BaseTask):
         cls_loss_weight: weight of the contrastive loss on the single-vector score alone.
         token_loss_weight: weight of the contrastive loss on the token (MaxSim) score alone.
         sparsity_weight: weight of the stopword sparsity loss (mean gate value).
-        num_groups: linked by the `paperzoo` command from `RetrievalDataModule` (for the stationary-representation
-            classifier); ColBERTer does not use it.
         optimizer, lr_scheduler: see `BaseTask`.
     """
 
@@ -67,7 +65,6 @@ class ColBERTerTask(BaseTask):
         cls_loss_weight: float = 0.1,
         token_loss_weight: float = 0.1,
         sparsity_weight: float = 0.75,
-        num_groups: int = 0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable = WarmupStableDecay,
     ):
