@@ -8,7 +8,7 @@ from paperzoo.retrieval.data.codesearch import (
     module_name,
     stdlib_code_search,
 )
-from paperzoo.retrieval.data.wikipedia import splits_to_json
+from paperzoo.retrieval.data.splits import splits_to_json
 
 SOURCE = '''
 import os

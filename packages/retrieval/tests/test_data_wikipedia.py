@@ -4,14 +4,13 @@ import pytest
 
 from paperzoo.core.lm.data import Document, wikipedia_sample
 from paperzoo.retrieval.data.benchmark import BenchmarkSplits
+from paperzoo.retrieval.data.splits import cached_splits, splits_to_json
 from paperzoo.retrieval.data.wikipedia import (
     article_benchmark,
     build_passages,
     build_wikipedia_passages,
-    cached_splits,
     clean_line,
     split_sentences,
-    splits_to_json,
     wikipedia_passages,
 )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from paperzoo.core.errors import require
 from paperzoo.core.lm.data import Document, stdlib_sources
 from paperzoo.retrieval.data.benchmark import BenchmarkSplits, RetrievalBenchmark
-from paperzoo.retrieval.data.wikipedia import (
+from paperzoo.retrieval.data.splits import (
     cached_splits,
     check_fractions,
     documents_digest,
