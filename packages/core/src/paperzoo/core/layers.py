@@ -31,10 +31,11 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, H, T, Dh] -> same shape, position t rotated by t * inv_freq."""
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x: [B, H, T, Dh] -> same shape, position t rotated by (offset + t) * inv_freq (offset: cached tokens)."""
         seq_len = x.shape[-2]
-        cos, sin = self.cos[:seq_len].to(x.dtype), self.sin[:seq_len].to(x.dtype)  # [T, Dh/2]
+        positions = slice(offset, offset + seq_len)
+        cos, sin = self.cos[positions].to(x.dtype), self.sin[positions].to(x.dtype)  # [T, Dh/2]
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 

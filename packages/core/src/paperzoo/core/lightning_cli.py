@@ -24,7 +24,15 @@ class PaperzooCLI(LightningCLI):
     """
 
     #: datamodule attribute -> task init argument, linked after the datamodule is built.
-    LINKS = ("vocab_size", "num_channels", "context_length", "prediction_length", "num_features", "num_groups")
+    LINKS = (
+        "vocab_size",
+        "num_channels",
+        "context_length",
+        "prediction_length",
+        "num_features",
+        "num_groups",
+        "num_classes",
+    )
 
     def __init__(self, **kwargs: Any):
         super().__init__(

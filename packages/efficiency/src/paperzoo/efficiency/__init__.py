@@ -1,0 +1,1 @@
+"""paperzoo-efficiency: LLM efficiency and long-sequence models."""
