@@ -34,10 +34,10 @@ _MIXERS: dict[str, type["TokenMixer"]] = {}
 BUILTIN_MIXERS = {
     "attention": "paperzoo.efficiency.sequence.attention",
     "linear_attention": "paperzoo.efficiency.sequence.linear_attention",
-    "s4": "paperzoo.efficiency.sequence.s4",
-    "s4d": "paperzoo.efficiency.sequence.s4d",
+    "s4": "paperzoo.efficiency.sequence.s4.model",
+    "s4d": "paperzoo.efficiency.sequence.s4d.model",
     "mamba": "paperzoo.efficiency.sequence.mamba.block",
-    "sgconv": "paperzoo.efficiency.sequence.sgconv",
+    "sgconv": "paperzoo.efficiency.sequence.sgconv.model",
 }
 
 
