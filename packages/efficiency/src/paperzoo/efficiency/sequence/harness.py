@@ -7,6 +7,7 @@ as `paperzoo fit`, with a fixed number of optimizer steps as the budget.
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,20 +74,26 @@ def step_peak_memory_mb(task: BaseTask, batch: dict[str, torch.Tensor]) -> float
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device) - before
         else:
-            with (
-                warnings.catch_warnings(action="ignore"),
-                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
-            ):
-                task.step(batch, "train").backward()
-            # Each op's own allocations (frees outside ops appear as "[memory]" events), replayed in time order.
-            live = peak = 0
-            for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-                live += event.self_cpu_memory_usage
-                peak = max(peak, live)
+            peak = cpu_peak_memory_bytes(lambda: task.step(batch, "train").backward())
     finally:
         del task.log
         task.zero_grad(set_to_none=True)
     return peak / 2**20
+
+
+def cpu_peak_memory_bytes(run: Callable[[], Any]) -> int:
+    """Peak live bytes of the torch CPU allocator while `run()` executes, above what was live before it."""
+    with (
+        warnings.catch_warnings(action="ignore"),
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        run()
+    # Each op's own allocations (frees outside ops appear as "[memory]" events), replayed in time order.
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
 
 
 def _no_log(*args: Any, **kwargs: Any) -> None:
