@@ -1,0 +1,153 @@
+"""Run LightSeq's sequence-parallel attention on P CPU processes (gloo) and collect what each rank measured.
+
+`spawn(function, world_size, *args)` starts `world_size` processes with `torch.multiprocessing` ("spawn"), joins
+them into one gloo group through a file store, calls `function(rank, world_size, *args)` on every rank (one
+intra-op thread each) and returns the per-rank results. `attention_case` is the per-rank experiment the tests,
+the claim check and `paperzoo run lightseq` share: it builds the full q, k, v and output gradient from a seed (the
+same on every rank), runs ring or head-parallel attention forward and backward on its chunk, and returns the
+chunk's output and gradients with the bytes its rank sent. Comparing against single-process attention happens in
+the caller.
+"""
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from paperzoo.core.card import load_object
+from paperzoo.efficiency.sequence.lightseq.comm import Comm
+
+__all__ = ["AttentionCase", "attention_case", "checkpoint_case", "full_inputs", "several", "spawn"]
+
+
+def _worker(rank: int, world_size: int, store: str, out_dir: str, function: str, args: tuple) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        result = load_object(function)(rank, world_size, *args)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+
+
+def spawn(function: str, world_size: int, *args: Any) -> list[Any]:
+    """Run "module:function"(rank, world_size, *args) on `world_size` gloo CPU processes; per-rank results."""
+    with tempfile.TemporaryDirectory(prefix="paperzoo-lightseq-") as tmp:
+        store = os.path.join(tmp, "store")
+        mp.spawn(_worker, args=(world_size, store, tmp, function, args), nprocs=world_size, join=True)
+        return [torch.load(Path(tmp) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+@dataclass(frozen=True)
+class AttentionCase:
+    """One attention problem: the full sequence of `lengths` (one chunk per rank) and how to run it."""
+
+    name: str
+    scheme: str = "ring"  # "ring" or "head_parallel"
+    heads: int = 4
+    kv_heads: int = 4
+    lengths: tuple[int, ...] = (8, 8)
+    head_dim: int = 8
+    batch: int = 1
+    causal: bool = False
+    balanced: bool = True
+    dtype: str = "float64"
+    seed: int = 0
+
+
+def full_inputs(case: AttentionCase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole-sequence q [B, Hq, L, D], k, v [B, Hkv, L, D] and output gradient dO [B, Hq, L, D]."""
+    g = torch.Generator().manual_seed(case.seed)
+    dtype = getattr(torch, case.dtype)
+    total = sum(case.lengths)
+    q = torch.randn(case.batch, case.heads, total, case.head_dim, generator=g, dtype=dtype)
+    k = torch.randn(case.batch, case.kv_heads, total, case.head_dim, generator=g, dtype=dtype)
+    v = torch.randn(case.batch, case.kv_heads, total, case.head_dim, generator=g, dtype=dtype)
+    dout = torch.randn(case.batch, case.heads, total, case.head_dim, generator=g, dtype=dtype)
+    return q, k, v, dout
+
+
+def attention_case(rank: int, world_size: int, cases: list[dict]) -> list[dict]:
+    """Per-rank: run each case forward and backward on this rank's chunk. Returns, per case, the chunk's out, dq,
+    dk, dv, the bytes this rank sent in forward and in backward (by kind) and its compute counters."""
+    from paperzoo.efficiency.sequence.lightseq.head_parallel import head_parallel_attention
+    from paperzoo.efficiency.sequence.lightseq.ring import ring_attention
+
+    results = []
+    for raw in cases:
+        case = AttentionCase(**raw)
+        if len(case.lengths) != world_size:
+            raise ValueError(f"case {case.name} has {len(case.lengths)} chunks for {world_size} ranks")
+        q, k, v, dout = full_inputs(case)
+        start = sum(case.lengths[:rank])
+        rows = slice(start, start + case.lengths[rank])
+        ql, kl, vl = (t[:, :, rows].clone().requires_grad_(True) for t in (q, k, v))
+        comm = Comm()
+        if case.scheme == "ring":
+            out = ring_attention(
+                ql, kl, vl, causal=case.causal, balanced=case.balanced, lengths=case.lengths, comm=comm
+            )
+        else:
+            out = head_parallel_attention(ql, kl, vl, causal=case.causal, lengths=case.lengths, comm=comm)
+        forward_sent = dict(comm.sent)
+        forward_work = dict(comm.work)
+        comm.sent.clear()
+        (out * dout[:, :, rows]).sum().backward()
+        results.append(
+            {
+                "case": asdict(case),
+                "out": out.detach(),
+                "dq": ql.grad,
+                "dk": kl.grad,
+                "dv": vl.grad,
+                "forward_sent": forward_sent,
+                "backward_sent": dict(comm.sent),
+                "work": forward_work,
+            }
+        )
+    return results
+
+
+def checkpoint_case(rank: int, world_size: int, spec: dict) -> dict:
+    """Per-rank: one `SequenceParallelAttention` layer (same weights on every rank) trained one step on this rank's
+    chunk three ways: no checkpointing, plain checkpointing, rematerialisation-aware checkpointing. Returns each
+    way's input/parameter gradients, attention forward counts and bytes sent."""
+    from paperzoo.efficiency.sequence.lightseq.ring import SequenceParallelAttention, checkpoint_attention_layer
+
+    torch.manual_seed(spec.get("seed", 0))
+    dim, lengths = spec["dim"], list(spec["lengths"])
+    layer = SequenceParallelAttention(dim, spec["heads"], spec["kv_heads"], causal=spec.get("causal", True)).double()
+    x_full = torch.randn(1, sum(lengths), dim, dtype=torch.float64)
+    start = sum(lengths[:rank])
+    x_local = x_full[:, start : start + lengths[rank]]
+    out: dict[str, Any] = {}
+    for way in ("none", "plain", "remat"):
+        layer.zero_grad()
+        x = x_local.clone().requires_grad_(True)
+        comm = Comm()
+        if way == "none":
+            y = layer(x, comm=comm, lengths=lengths)
+        else:
+            y = checkpoint_attention_layer(layer, x, comm=comm, lengths=lengths, remat_aware=way == "remat")
+        forward_bytes = comm.total_sent()
+        (y * torch.cos(torch.arange(y.numel(), dtype=y.dtype)).view_as(y)).sum().backward()
+        out[way] = {
+            "y": y.detach(),
+            "dx": x.grad,
+            "dparams": [p.grad.clone() for p in layer.parameters()],
+            "work": dict(comm.work),
+            "forward_bytes": forward_bytes,
+            "total_bytes": comm.total_sent(),
+        }
+    return out
+
+
+def several(rank: int, world_size: int, calls: list[tuple[str, tuple]]) -> list[Any]:
+    """Per-rank: run several per-rank functions ("module:function", args) in one process group (one spawn)."""
+    return [load_object(function)(rank, world_size, *args) for function, args in calls]
