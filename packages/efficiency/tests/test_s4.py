@@ -31,6 +31,15 @@ def test_kernel_matches_naive_powers_of_the_discretised_a(length):
     torch.testing.assert_close(mixer.kernel(length), naive.real, atol=1e-10, rtol=1e-8)
 
 
+def test_structured_row_power_matches_dense_powers():
+    mixer = _mixer()
+    abar = mixer.discrete_dense()[0]
+    row = torch.randn(2, 4, 8, dtype=torch.complex128)
+    for power in (0, 1, 5, 16):
+        expected = (row.unsqueeze(-2) @ torch.linalg.matrix_power(abar, power)).squeeze(-2)
+        torch.testing.assert_close(mixer.row_times_abar_power(row, power), expected)
+
+
 def test_bidirectional_kernels_share_a_and_differ_in_c():
     mixer = _mixer(bidirectional=True)
     kernels = mixer.kernel(16)

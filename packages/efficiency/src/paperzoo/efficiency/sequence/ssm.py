@@ -297,6 +297,14 @@ def ssm_param_groups(
     return groups
 
 
+class SSMAdamW(torch.optim.AdamW):
+    """AdamW with the reference code's two groups (`ssm_param_groups`), usable from a config as the optimizer:
+    `class_path: paperzoo.efficiency.sequence.ssm.SSMAdamW`, `init_args: {lr: 0.01, ssm_lr: 0.001}`."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, ssm_lr: float = 1e-3, weight_decay: float = 0.01, **kwargs: Any):
+        super().__init__(ssm_param_groups(params, lr, ssm_lr, weight_decay), lr=lr, **kwargs)
+
+
 def complex_parameter(value: torch.Tensor, ssm: bool = False) -> nn.Parameter:
     """A complex tensor stored as a real parameter [..., 2]; read it back with `torch.view_as_complex`."""
     parameter = nn.Parameter(torch.view_as_real(value.to(torch.complex64)).clone())

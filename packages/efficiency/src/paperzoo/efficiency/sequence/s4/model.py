@@ -91,12 +91,11 @@ class S4Mixer(SSMConvolutionMixer):
         self.imag = mark_ssm_parameter(nn.Parameter(nplr.eigenvalues.imag.float().repeat(dim, 1)))  # [H, N/2]
         self.p = complex_parameter(nplr.p.repeat(dim, 1), ssm=True)  # [H, N/2, 2]
         self.b = complex_parameter(nplr.b.repeat(dim, 1), ssm=True)  # [H, N/2, 2]
-        c = torch.randn(self.kernel_channels, dim, half, dtype=torch.complex128)  # C, complex normal
+        c = torch.randn(self.kernel_channels, dim, half, dtype=torch.complex64)  # C, complex normal
+        self.c_tilde = complex_parameter(c)  # [K, H, N/2, 2]
         with torch.no_grad():  # the trained parameter is C~ = C (I - Abar^l_max) (S4 Section 3.3)
-            abar = self.discrete_dense(torch.float64)[0]  # [H, N, N]
-            eye = torch.eye(d_state, dtype=abar.dtype)
-            c_tilde = (conj_full(c).unsqueeze(-2) @ (eye - matrix_power(abar, l_max))).squeeze(-2)[..., :half]
-        self.c_tilde = complex_parameter(c_tilde)  # [K, H, N/2, 2]
+            c_full = conj_full(c)
+            self.c_tilde.copy_(torch.view_as_real(c_full - self.row_times_abar_power(c_full, l_max))[..., :half, :])
 
     # --- parameters -------------------------------------------------------------------------------------------------
     def ssm_parameters(self) -> tuple[torch.Tensor, ...]:
@@ -136,6 +135,22 @@ class S4Mixer(SSMConvolutionMixer):
         lhs = (eye - matrix_power(abar, self.l_max)).transpose(-1, -2)  # C (I - Abar^l) = C~  <=>  lhs C^T = C~^T
         return torch.linalg.solve(lhs, conj_full(c_tilde).unsqueeze(-1)).squeeze(-1)
 
+    def row_times_abar_power(self, row: torch.Tensor, power: int) -> torch.Tensor:
+        """row Abar^power for full-state row vectors [..., H, N], one O(N) bilinear step at a time: each step is
+        r -> r (I - dt/2 A)^{-1} (I + dt/2 A), the inverse applied by the Woodbury identity (A = Lambda - P Q,
+        Q = P^*). Used for C~ = C (I - Abar^L) at init and for lengths beyond `l_max`, where dense powers of the
+        [H, N, N] matrix would cost O(H N^3 log L)."""
+        dt, eigenvalues, p, _ = self.ssm_parameters()
+        lam, p = conj_full(eigenvalues).to(row.dtype), conj_full(p).to(row.dtype)  # [H, N]
+        q, half_dt = p.conj(), (dt / 2).unsqueeze(-1).to(row.dtype)  # [H, 1]
+        d = (1 - half_dt * lam).reciprocal()  # (I - dt/2 Lambda)^{-1}
+        qd = q * d
+        scale = half_dt / (1 + half_dt * (qd * p).sum(-1, keepdim=True))  # [H, 1]
+        for _ in range(power):
+            y = row * d - (row * d * p).sum(-1, keepdim=True) * scale * qd  # row (I - dt/2 A)^{-1}
+            row = y + half_dt * (y * lam - (y * p).sum(-1, keepdim=True) * q)  # y (I + dt/2 A)
+        return row
+
     # --- the convolution kernel -------------------------------------------------------------------------------------
     def kernel(self, length: int) -> torch.Tensor:
         """K [K, H, length]: the generating function at the roots of unity (Cauchy + Woodbury), then an inverse FFT."""
@@ -144,10 +159,9 @@ class S4Mixer(SSMConvolutionMixer):
         c_tilde = self.c_tilde_complex
         kernel_length = self.l_max
         if length > self.l_max:  # attune C~ to the next doubled length: C~_{2l} = C~_l (I + Abar^l)
-            abar = self.discrete_dense()[0]
             c_full = conj_full(c_tilde)
             while kernel_length < length:
-                c_full = c_full + (c_full.unsqueeze(-2) @ matrix_power(abar, kernel_length)).squeeze(-2)
+                c_full = c_full + self.row_times_abar_power(c_full, kernel_length)
                 kernel_length *= 2
             c_tilde = c_full[..., : self.d_state // 2]
         return dplr_kernel(dt, eigenvalues, p, b, c_tilde, kernel_length)[..., :length]
