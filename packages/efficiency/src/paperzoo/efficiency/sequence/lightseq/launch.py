@@ -11,6 +11,8 @@ the caller.
 
 import os
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,16 @@ import torch.multiprocessing as mp
 from paperzoo.core.card import load_object
 from paperzoo.efficiency.sequence.lightseq.comm import Comm
 
-__all__ = ["AttentionCase", "attention_case", "checkpoint_case", "full_inputs", "several", "spawn"]
+__all__ = [
+    "AttentionCase",
+    "attention_case",
+    "checkpoint_case",
+    "full_inputs",
+    "measure_schemes",
+    "run_lightseq",
+    "several",
+    "spawn",
+]
 
 
 def _worker(rank: int, world_size: int, store: str, out_dir: str, function: str, args: tuple) -> None:
@@ -151,3 +162,139 @@ def checkpoint_case(rank: int, world_size: int, spec: dict) -> dict:
 def several(rank: int, world_size: int, calls: list[tuple[str, tuple]]) -> list[Any]:
     """Per-rank: run several per-rank functions ("module:function", args) in one process group (one spawn)."""
     return [load_object(function)(rank, world_size, *args) for function, args in calls]
+
+
+#: the attention variants compared: (scheme, mode) -> (causal, balanced)
+VARIANTS = {
+    ("ring", "full"): (False, True),
+    ("ring", "balanced"): (True, True),
+    ("ring", "unbalanced"): (True, False),
+    ("head_parallel", "full"): (False, True),
+    ("head_parallel", "causal"): (True, True),
+}
+
+
+def _max_error(case: AttentionCase, per_rank: list[dict]) -> float:
+    """Max abs error of the gathered out, dq, dk, dv against single-process dense attention with autograd."""
+    from paperzoo.efficiency.sequence.lightseq.blockwise import dense_attention
+
+    q, k, v, dout = full_inputs(case)
+    q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+    ref = dense_attention(q, k, v, causal=case.causal)
+    (ref * dout).sum().backward()
+    errors = []
+    for name, want in (("out", ref.detach()), ("dq", q.grad), ("dk", k.grad), ("dv", v.grad)):
+        got = torch.cat([r[name] for r in per_rank], dim=2)
+        errors.append(float((got - want).abs().max()))
+    return max(errors)
+
+
+def measure_schemes(
+    world_size: int,
+    heads: int,
+    kv_heads: Sequence[int],
+    chunk: int,
+    head_dim: int,
+    seed: int = 0,
+    checkpoint: bool = True,
+) -> dict[str, Any]:
+    """Spawn `world_size` gloo processes; run every variant of `VARIANTS` for each kv-head count (float64, `chunk`
+    tokens per rank) and, optionally, the checkpointing comparison. Returns per case the max abs error against
+    single-process attention, the bytes sent by the busiest rank and on average (forward, forward + backward) and
+    the busiest rank's attention work (visible score pairs)."""
+    cases = []
+    for hk in kv_heads:
+        for (scheme, mode), (causal, balanced) in VARIANTS.items():
+            cases.append(
+                AttentionCase(
+                    name=f"P{world_size}/Hkv{hk}/{scheme}/{mode}",
+                    scheme=scheme,
+                    heads=heads,
+                    kv_heads=hk,
+                    lengths=(chunk,) * world_size,
+                    head_dim=head_dim,
+                    causal=causal,
+                    balanced=balanced,
+                    seed=seed,
+                )
+            )
+    calls: list[tuple[str, tuple]] = [(f"{__name__}:attention_case", ([asdict(c) for c in cases],))]
+    if checkpoint:
+        spec = {"dim": 32, "heads": 4, "kv_heads": 1, "lengths": (chunk,) * world_size, "causal": True, "seed": seed}
+        calls.append((f"{__name__}:checkpoint_case", (spec,)))
+    started = time.perf_counter()
+    ranks = spawn(f"{__name__}:several", world_size, calls)
+    seconds = time.perf_counter() - started
+    rows: dict[str, dict[str, float]] = {}
+    for i, case in enumerate(cases):
+        per_rank = [r[0][i] for r in ranks]
+        forward = [sum(r["forward_sent"].values()) for r in per_rank]
+        total = [f + sum(r["backward_sent"].values()) for f, r in zip(forward, per_rank, strict=True)]
+        rows[case.name] = {
+            "max_abs_error": _max_error(case, per_rank),
+            "forward_bytes_max": float(max(forward)),
+            "forward_bytes_mean": sum(forward) / world_size,
+            "train_bytes_max": float(max(total)),
+            "train_bytes_mean": sum(total) / world_size,
+            "score_pairs_max": float(max(r["work"].get("score_pairs", 0) for r in per_rank)),
+        }
+    result: dict[str, Any] = {"cases": rows, "seconds": seconds}
+    if checkpoint:
+        ways = [r[1] for r in ranks]
+        result["checkpoint"] = {
+            way: {
+                "attention_forwards": float(max(w[way]["work"].get("attention_forward", 0) for w in ways)),
+                "train_bytes_max": float(max(w[way]["total_bytes"] for w in ways)),
+                "max_grad_error_vs_none": max(
+                    max(
+                        float((a - b).abs().max()) for a, b in zip(w[way]["dparams"], w["none"]["dparams"], strict=True)
+                    )
+                    for w in ways
+                ),
+            }
+            for way in ("none", "plain", "remat")
+        }
+    return result
+
+
+def run_lightseq(
+    world_size: int = 2,
+    heads: int = 8,
+    kv_heads: list[int] | None = None,
+    chunk: int = 16,
+    head_dim: int = 16,
+    seed: int = 0,
+) -> dict[str, float]:
+    """`paperzoo run lightseq`: spawn `world_size` gloo CPU processes and report, for ring attention (non-causal,
+    load-balanced causal, plain causal) and the head-parallel baseline, the max abs error of outputs and gradients
+    against single-process attention and the bytes the busiest rank sends per training step (forward + backward),
+    for each number of key/value heads; plus attention forwards per step under each checkpointing policy.
+
+    Args:
+        world_size: processes P (2-8 on a CPU).
+        heads: query heads Hq (a multiple of P, for the head-parallel baseline).
+        kv_heads: key/value head counts to compare (each divides Hq); [Hq, 2, 1] by default.
+        chunk: tokens per rank.
+        head_dim: head width.
+        seed: input seed.
+    """
+    from paperzoo.core.errors import require
+
+    kv_heads = [heads, 2, 1] if kv_heads is None else list(kv_heads)
+    require(2 <= world_size <= 8, f"world_size must be 2..8 CPU processes, got {world_size}")
+    require(heads % world_size == 0, f"heads ({heads}) must be a multiple of world_size ({world_size})")
+    require(all(hk >= 1 and heads % hk == 0 for hk in kv_heads), f"each of kv_heads {kv_heads} must divide {heads}")
+    require(chunk >= 1 and head_dim >= 1, f"chunk and head_dim must be positive, got {chunk}, {head_dim}")
+    measured = measure_schemes(world_size, heads, kv_heads, chunk, head_dim, seed)
+    report: dict[str, float] = {}
+    for name, row in measured["cases"].items():
+        report[f"{name}/max_abs_error"] = row["max_abs_error"]
+        report[f"{name}/train_bytes_max"] = row["train_bytes_max"]
+    for hk in kv_heads:
+        hp = measured["cases"][f"P{world_size}/Hkv{hk}/head_parallel/full"]["train_bytes_max"]
+        for mode in ("full", "balanced"):
+            ring = measured["cases"][f"P{world_size}/Hkv{hk}/ring/{mode}"]["train_bytes_max"]
+            report[f"P{world_size}/Hkv{hk}/ring_{mode}_over_head_parallel_bytes"] = ring / hp
+    for way, row in measured["checkpoint"].items():
+        report[f"checkpoint_{way}/attention_forwards"] = row["attention_forwards"]
+    return report
