@@ -169,3 +169,19 @@ def test_configuration_errors_name_the_value():
         LongMem(tiny_backbone(), memory_layer=2)
     with pytest.raises(ConfigError, match="retrieve_tokens"):
         LongMem(tiny_backbone(), retrieve_tokens=6)
+
+
+def test_memory_source_layer_is_cached_and_initialises_the_memory_layer():
+    backbone = tiny_backbone()
+    model = LongMem(backbone, memory_layer=1, memory_source_layer=1, memory_size=64, retrieve_tokens=8)
+    assert model.backbone_memory_layer == 1
+    for name, tensor in backbone.blocks[1].state_dict().items():
+        torch.testing.assert_close(model.layers[1].state_dict()[name], tensor)  # the memory layer: from block 1
+        torch.testing.assert_close(model.layers[0].state_dict()[name], tensor)  # side layer 0: block 2 * 0 + 1
+    tokens = torch.randint(0, 257, (1, 16))
+    memory = model.new_memory(1)
+    model(tokens, memory)
+    _, keys, _ = backbone_states(backbone, tokens, 1)
+    torch.testing.assert_close(memory.keys[0], keys[0].reshape(2, 4, 4, 16))
+    with pytest.raises(ConfigError, match="memory_source_layer"):
+        LongMem(backbone, memory_source_layer=4)

@@ -52,6 +52,7 @@ class Setting:
     max_train: int
     max_eval: int
     retrieve_tokens: int = 16
+    memory_source_layer: int | None = None  # None: the paper's pairing, backbone block 2 * memory_layer + 1
     chunk_size: int = 4
     value_digits: int = 4
     lr: float = 3e-3
@@ -99,6 +100,7 @@ def build_task(setting: Setting, use_memory: bool) -> LongMemTask:
         chunk_size=setting.chunk_size,
         retrieve_tokens=setting.retrieve_tokens,
         use_memory=use_memory,
+        memory_source_layer=setting.memory_source_layer,
         value_digits=setting.value_digits,
         optimizer=lambda params: torch.optim.AdamW(params, lr=setting.lr, weight_decay=0.0),
         lr_scheduler=lambda optimizer: WarmupStableDecay(

@@ -207,6 +207,9 @@ class LongMem(nn.Module):
         fusion: "gate" (the paper) or "concat", see `fuse_memory_attention`.
         search: "torch" (exact) or "faiss" (exact flat index, for large banks).
         use_memory: False gives the same SideNet without memory (the local-window baseline).
+        memory_source_layer: the backbone block whose keys and values are cached, when not the paper's
+            r * memory_layer + 1; the memory layer is then initialised from that block, so its queries start in the
+            space of the keys it reads (the paper's pairing of side layer 8 with backbone layer 17 does the same).
 
     Shapes:
         forward: tokens [B, T] (T <= the backbone's max_seq_len) -> logits [B, T, V].
@@ -224,6 +227,7 @@ class LongMem(nn.Module):
         fusion: Fusion = "gate",
         search: SearchBackend = "torch",
         use_memory: bool = True,
+        memory_source_layer: int | None = None,
     ):
         super().__init__()
         depth = len(backbone.blocks)
@@ -238,6 +242,8 @@ class LongMem(nn.Module):
             f"memory_layer must index one of the {side_depth} side layers whose backbone layer "
             f"{reduction_factor} * memory_layer + 1 exists, got {memory_layer}",
         )
+        source = reduction_factor * memory_layer + 1 if memory_source_layer is None else memory_source_layer
+        require(0 <= source < depth, f"memory_source_layer must index one of the {depth} backbone blocks, got {source}")
         require(
             retrieve_tokens > 0 and retrieve_tokens % chunk_size == 0,
             f"retrieve_tokens must be a positive multiple of chunk_size {chunk_size}, got {retrieve_tokens}",
@@ -249,7 +255,7 @@ class LongMem(nn.Module):
         self.backbone = backbone
         self.backbone.requires_grad_(False)
         self.backbone.eval()
-        self.reduction_factor, self.memory_layer = reduction_factor, memory_layer
+        self.reduction_factor, self.memory_layer, self.memory_source_layer = reduction_factor, memory_layer, source
         self.memory_size, self.chunk_size, self.search = memory_size, chunk_size, search
         self.use_memory = use_memory
         first = backbone.blocks[0].attn
@@ -262,13 +268,14 @@ class LongMem(nn.Module):
         self.norm = nn.RMSNorm(dim)
         # The paper's initialisation: side layer j from backbone layer r * j + 1, the final norm from the backbone's.
         for j, layer in enumerate(self.layers):
-            layer.load_state_dict(backbone.blocks[reduction_factor * j + 1].state_dict(), strict=False)
+            origin = source if j == memory_layer else reduction_factor * j + 1
+            layer.load_state_dict(backbone.blocks[origin].state_dict(), strict=False)
         self.norm.load_state_dict(backbone.norm.state_dict())
 
     @property
     def backbone_memory_layer(self) -> int:
         """The backbone block whose keys and values are cached."""
-        return self.reduction_factor * self.memory_layer + 1
+        return self.memory_source_layer
 
     def train(self, mode: bool = True) -> "LongMem":
         super().train(mode)

@@ -50,8 +50,9 @@ class LongMemTask(BaseTask):
         backbone_dim, backbone_layers, backbone_heads, pretrain_steps, pretrain_batch_size, pretrain_lr: the recipe
             of the frozen byte-level backbone (`BackboneRecipe`), pretrained once and cached.
         segment_len: the local window: tokens per segment (also the backbone's context length).
-        reduction_factor, memory_layer, memory_size, chunk_size, retrieve_tokens, fusion, search, use_memory: see
-            `LongMem` (`use_memory=False` is the same SideNet without memory, the local-window baseline).
+        reduction_factor, memory_layer, memory_size, chunk_size, retrieve_tokens, fusion, search, use_memory,
+            memory_source_layer: see `LongMem` (`use_memory=False` is the same SideNet without memory, the
+            local-window baseline).
         value_digits: bytes per queried value (for the exact-match figure).
         optimizer, lr_scheduler: see `BaseTask` (only the SideNet has trainable parameters).
 
@@ -79,6 +80,7 @@ class LongMemTask(BaseTask):
         fusion: Fusion = "gate",
         search: SearchBackend = "torch",
         use_memory: bool = True,
+        memory_source_layer: int | None = None,
         value_digits: int = 4,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable = WarmupStableDecay,
@@ -110,6 +112,7 @@ class LongMemTask(BaseTask):
             fusion=fusion,
             search=search,
             use_memory=use_memory,
+            memory_source_layer=memory_source_layer,
         )
 
     def forward(self, tokens: torch.Tensor, memory_size: int | None = None) -> torch.Tensor:
