@@ -120,6 +120,11 @@ class ByteMatchingDataModule(SequenceDataModule):
         counts = {"train": hp.num_train, "val": hp.num_val, "test": hp.num_test}
         out = {}
         for split in SPLITS:
+            if len(groups[split]) < 2:
+                raise DataError(
+                    f"the {split} split holds {len(groups[split])} article(s) with a full passage; negative pairs need "
+                    "2: raise val_fraction / test_fraction or lower max_length"
+                )
             pairs, labels = sample_pairs([chunks[t] for t in groups[split]], counts[split], generator)
             out[split] = self._encode(pairs, labels)
         return out
