@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.core.lm.data import Document
 from paperzoo.efficiency.sequence.longmem.data import (
@@ -15,6 +16,14 @@ from paperzoo.efficiency.sequence.longmem.data import (
     make_fact_documents,
     split_documents,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (two spinning threads on a shared 2-core machine were 20x slower here)."""
+    with torch_threads(1):
+        yield
+
 
 WORDS = [
     "alpha",

@@ -6,8 +6,16 @@ import itertools
 import pytest
 import torch
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.efficiency.sequence.longmem.memory import DocumentMemory, MemoryBank
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (two spinning threads on a shared 2-core machine were 20x slower here)."""
+    with torch_threads(1):
+        yield
 
 
 def marked(batch: int, heads: int, length: int, dim: int, start: int) -> torch.Tensor:

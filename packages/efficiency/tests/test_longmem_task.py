@@ -4,10 +4,18 @@ through an optimizer step, recall figures by hand, and the quick claim check run
 import pytest
 import torch
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.core.testing import conformance
 from paperzoo.efficiency.sequence.longmem.card import CARD
 from paperzoo.efficiency.sequence.longmem.task import LongMemTask, recall_figures
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread (two spinning threads on a shared 2-core machine were 20x slower here)."""
+    with torch_threads(1):
+        yield
 
 
 def test_recall_figures_by_hand():
