@@ -193,3 +193,15 @@ def test_memory_source_layer_is_cached_and_initialises_the_memory_layer():
     torch.testing.assert_close(memory.keys[0], keys[0].reshape(2, 4, 4, 16))
     with pytest.raises(ConfigError, match="memory_source_layer"):
         LongMem(backbone, memory_source_layer=4)
+
+
+def test_faiss_search_gives_the_same_logits_as_torch():
+    pytest.importorskip("faiss")
+    backbone = tiny_backbone(2)
+    exact = LongMem(backbone, memory_size=40, retrieve_tokens=8, search="torch")
+    flat = LongMem(backbone, memory_size=40, retrieve_tokens=8, search="faiss")
+    flat.load_state_dict(exact.state_dict())
+    tokens = torch.randint(0, 257, (2, 64))
+    torch.testing.assert_close(
+        flat.forward_document(tokens, 16, streaming=True), exact.forward_document(tokens, 16, streaming=True)
+    )
