@@ -23,6 +23,14 @@ before the full run:
   1. LongMem's test recall exceeds the memory-less SideNet's by at least 0.2;
   2. LongMem's test LM loss is at or below the memory-less SideNet's;
   3. in the ablation, recall with the full bank exceeds recall with the too-small bank by at least 0.2.
+
+Result of the full run (benchmarks/results/longmem.json): FAIL. After 400 steps both SideNets learn the digit prior
+(value loss 2.35 nats, about ln 10) but neither recalls a value (recall 0.105 with memory, 0.107 without; chance
+0.1), and the bank's capacity makes no difference; the memory gate drifts toward local attention. A probe of the
+frozen backbone's keys (cosine nearest neighbour of a query's "=" key among all earlier keys) finds its fact's "="
+key for 52% of queries at block 3 (the layer the paper's pairing caches) and 71% at block 1, so the keys do carry
+the facts' context; a 200-step run caching block 1 (`memory_source_layer=1`) did not learn recall either. Not
+included: the catalog's longer-window LM baseline.
 """
 
 import time
