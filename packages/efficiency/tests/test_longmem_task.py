@@ -57,11 +57,6 @@ def test_task_rejects_a_non_byte_vocabulary():
 
 
 @pytest.mark.slow
-def test_tiny_config_round_trips_through_the_cli(tmp_path):
-    conformance.fit_tiny_and_round_trip(CARD, tmp_path)
-
-
-@pytest.mark.slow
 def test_quick_claim_check_runs():
     from paperzoo.efficiency.sequence.longmem.check import check
 

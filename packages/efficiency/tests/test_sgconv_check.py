@@ -20,13 +20,10 @@ def test_card_and_configs():
     assert {"tiny", "listops", "pathfinder"} <= set(CARD.configs())
 
 
-def test_tiny_config_conformance(tmp_path):
-    task, data = conformance.build_from_config(CARD.config("tiny"))
+def test_tiny_config_builds_an_sgconv_model():
+    # forward/backward, loss drop and the CLI fit + checkpoint round trip run in the workspace conformance suite
+    task, _ = conformance.build_from_config(CARD.config("tiny"))
     assert isinstance(task.model.blocks[0].mixer, SGConvMixer)
-    batch = conformance.first_train_batch(data)
-    conformance.check_forward_backward(task, batch)
-    conformance.check_loss_drops(task, batch)
-    conformance.fit_tiny_and_round_trip(CARD, tmp_path)
 
 
 @pytest.mark.slow

@@ -16,13 +16,10 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PAPERZOO_CACHE", str(tmp_path / "cache"))
 
 
-def test_tiny_config_conformance():
-    # the CLI fit / checkpoint round trip of tiny.yaml runs in the workspace conformance suite (tests/)
-    task, data = conformance.build_from_config(CARD.config("tiny"))
+def test_tiny_config_pretrains_with_the_masked_objective():
+    # forward/backward, loss drop and the CLI fit + checkpoint round trip run in the workspace conformance suite
+    task, _ = conformance.build_from_config(CARD.config("tiny"))
     assert isinstance(task, SelfPretrainTask) and task.objective == "masked"
-    batch = conformance.first_train_batch(data)
-    conformance.check_forward_backward(task, batch)
-    conformance.check_loss_drops(task, batch)
 
 
 def test_pretrain_then_finetune_through_the_command(tmp_path):
