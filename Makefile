@@ -32,7 +32,7 @@ peers: setup  ## the peer libraries (peers group; granite-tsfm and pylate withou
 	$(UV) sync --all-packages --frozen --group peers
 	$(UV) pip install --python .venv/bin/python --no-deps "granite-tsfm>=0.3" "pylate>=1.6"
 
-test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python)
+test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python, mambapy)
 	$(UV) run --frozen --all-packages --group peers pytest -n 2 -m peers
 
 check: setup  ## full-mode claim check of KEY (default wsd), written to benchmarks/results/KEY.json
@@ -53,6 +53,7 @@ bench: peers  ## performance benchmarks against peer libraries (installs the pee
 		--rounds 5 --steps 8 --warmup 2
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/muvera_vs_muvera_python.py --threads 1 \
 		--documents 500 --queries 500 --rounds 3 --search-queries 200
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/mamba_scan.py --threads 1
 
 build:  ## one wheel per member into dist/
 	$(UV) build --all-packages --out-dir dist
