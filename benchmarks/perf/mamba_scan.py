@@ -27,14 +27,13 @@ import shlex
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from paperzoo.core.io import atomic_write_text
-from paperzoo.core.profiling import device_name, synchronize
+from paperzoo.core.profiling import device_name, peak_memory_bytes, synchronize
 from paperzoo.efficiency.sequence.mamba.block import MambaMixer
 from paperzoo.efficiency.sequence.mamba.scan import selective_scan
 
@@ -162,23 +161,7 @@ def seconds(run: Callable[[], None], device: torch.device) -> float:
 
 def peak_memory_mb(run: Callable[[], None], device: torch.device) -> float:
     """Peak bytes allocated during one forward + backward, above what was allocated before it (MiB)."""
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        run()
-        synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    with (
-        warnings.catch_warnings(action="ignore"),
-        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
-    ):
-        run()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak / 2**20
+    return peak_memory_bytes(run, device) / 2**20
 
 
 def measure(runs: dict[str, Callable[[], None]], args: argparse.Namespace, device: torch.device):

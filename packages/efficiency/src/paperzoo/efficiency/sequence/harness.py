@@ -6,8 +6,6 @@ as `paperzoo fit`, with a fixed number of optimizer steps as the budget.
 """
 
 import time
-import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from paperzoo.core.profiling import peak_memory_bytes
 from paperzoo.core.task import BaseTask
 from paperzoo.efficiency.sequence.lra.base import SequenceDataModule
 
@@ -66,34 +65,11 @@ def step_peak_memory_mb(task: BaseTask, batch: dict[str, torch.Tensor]) -> float
     batch = {k: v.to(device) for k, v in batch.items()}
     task.log = _no_log  # type: ignore[method-assign]  # outside a Trainer there is nowhere to log to
     try:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            task.step(batch, "train").backward()
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device) - before
-        else:
-            peak = cpu_peak_memory_bytes(lambda: task.step(batch, "train").backward())
+        peak = peak_memory_bytes(lambda: task.step(batch, "train").backward(), device)
     finally:
         del task.log
         task.zero_grad(set_to_none=True)
     return peak / 2**20
-
-
-def cpu_peak_memory_bytes(run: Callable[[], Any]) -> int:
-    """Peak live bytes of the torch CPU allocator while `run()` executes, above what was live before it."""
-    with (
-        warnings.catch_warnings(action="ignore"),
-        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof,
-    ):
-        run()
-    # Each op's own allocations (frees outside ops appear as "[memory]" events), replayed in time order.
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
 
 
 def _no_log(*args: Any, **kwargs: Any) -> None:

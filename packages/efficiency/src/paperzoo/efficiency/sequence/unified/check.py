@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
-from paperzoo.efficiency.sequence.harness import cpu_peak_memory_bytes
+from paperzoo.core.profiling import peak_memory_bytes
 from paperzoo.efficiency.sequence.mixer import build_mixer, mixer_names
 
 LENGTH, DIM, BATCH, HEADS = 64, 16, 2, 4
@@ -156,9 +156,9 @@ def blockwise_figures(lengths: tuple[int, ...], block_size: int, seed: int = 0) 
     for length in lengths:
         q, k, v = (torch.randn(1, HEADS, length, 16, generator=generator) for _ in range(3))
         with torch.no_grad():
-            dense = cpu_peak_memory_bytes(lambda: dense_attention(q, k, v, causal=True)) / 2**20  # noqa: B023
+            dense = peak_memory_bytes(lambda: dense_attention(q, k, v, causal=True)) / 2**20  # noqa: B023
             tiled = (
-                cpu_peak_memory_bytes(
+                peak_memory_bytes(
                     lambda: blockwise_attention(q, k, v, block_size=block_size, causal=True)  # noqa: B023
                 )
                 / 2**20
