@@ -154,4 +154,4 @@ def test_bad_inputs_are_named(cache, tmp_path):
     with pytest.raises(ConfigError, match="min_length"):
         ListOpsDataModule(min_length=50, max_length=40)
     with pytest.raises(DataError, match="unique expressions"):
-        ListOpsDataModule(num_train=400, num_val=1, num_test=1, min_length=2, max_length=5).build()
+        ListOpsDataModule(num_train=4, num_val=1, num_test=1, min_length=2, max_length=5, max_depth=1).build()
