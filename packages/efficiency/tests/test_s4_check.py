@@ -50,14 +50,6 @@ def test_card_and_configs():
         assert data.seq_len <= task.model.blocks[0].mixer.l_max
 
 
-def test_tiny_config_trains():  # the workspace conformance suite round-trips it through the CLI
-    CARD.import_modules()
-    task, data = conformance.build_from_config(CARD.config("tiny"))
-    batch = conformance.first_train_batch(data)
-    conformance.check_forward_backward(task, batch)
-    conformance.check_loss_drops(task, batch)
-
-
 @pytest.mark.slow
 def test_quick_check_runs():
     result = s4_check.check(quick=True)

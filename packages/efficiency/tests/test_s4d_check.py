@@ -53,14 +53,6 @@ def test_card_and_configs():
         assert task.hparams.mixer == "s4d" and task.hparams.mixer_args["init"] == "legs"
 
 
-def test_tiny_config_trains():  # the workspace conformance suite round-trips it through the CLI
-    CARD.import_modules()
-    task, data = conformance.build_from_config(CARD.config("tiny"))
-    batch = conformance.first_train_batch(data)
-    conformance.check_forward_backward(task, batch)
-    conformance.check_loss_drops(task, batch)
-
-
 @pytest.mark.slow
 def test_quick_check_runs():
     result = s4d_check.check(quick=True)
