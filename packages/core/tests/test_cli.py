@@ -167,3 +167,11 @@ def test_report_renders_performance_tables(capsys, tmp_path):
     assert code == 0
     text = (tmp_path / "R.md").read_text()
     assert "### Toy throughput" in text and "| ours | 1.10x |" in text and "Measured in one process." in text
+
+
+def test_run_prints_a_dict_of_figures_one_per_line():
+    from paperzoo.core.cli import format_run_result
+
+    text = format_run_result({"error": 1.23456789e-15, "bytes_per_step": 98304, "kind": "ring"})
+    assert text.splitlines() == ["error           1.23457e-15", "bytes_per_step  98304", "kind            ring"]
+    assert format_run_result("done") == "done"

@@ -145,7 +145,18 @@ def run_main(argv: list[str]) -> None:
     init = parser.instantiate_classes(config)
     result = function(**{k: v for k, v in init.items() if k != "__path__"})
     if result is not None:
-        print(result)
+        print(format_run_result(result))
+
+
+def format_run_result(result: Any) -> str:
+    """What `paperzoo run` prints: a dict of figures one per line, names aligned, floats to 6 significant digits."""
+    if not isinstance(result, dict):
+        return str(result)
+    width = max((len(str(name)) for name in result), default=0)
+    return "\n".join(
+        f"{str(name).ljust(width)}  {f'{value:.6g}' if isinstance(value, float) else value}"
+        for name, value in result.items()
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
