@@ -28,6 +28,7 @@ Conventions: complex parameters are stored as real tensors [..., 2] (`torch.view
 said otherwise. Shapes: H = channels (the model width), N = state size, L = length.
 """
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -344,9 +345,9 @@ class SSMConvolutionMixer(TokenMixer):
     def kernel_channels(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @abc.abstractmethod
     def kernel(self, length: int) -> torch.Tensor:
         """The convolution kernel(s) [K, H, length] (real)."""
-        raise NotImplementedError
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, L, H] -> K * u + D u [B, L, H]: the SSM part of the layer."""
@@ -372,12 +373,13 @@ class SSMConvolutionMixer(TokenMixer):
         return F.glu(self.output_linear(self.dropout(self.activation(mixed))), dim=-1)
 
     # --- recurrent mode ---------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def ssm_initial_state(self, batch_size: int, device: torch.device | None) -> Any:
-        raise NotImplementedError
+        """The recurrent state before the first token (S4 and S4D each define theirs)."""
 
+    @abc.abstractmethod
     def ssm_step(self, u: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """u [B, H] -> (C x_k [B, H] real, new state)."""
-        raise NotImplementedError
 
     def initial_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None):
         require(not self.bidirectional, "a bidirectional SSM layer has no recurrent mode")
