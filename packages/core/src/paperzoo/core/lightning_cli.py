@@ -32,6 +32,7 @@ class PaperzooCLI(LightningCLI):
         "num_features",
         "num_groups",
         "num_classes",
+        "vocabulary",
     )
 
     def __init__(self, **kwargs: Any):
