@@ -17,12 +17,16 @@ Implemented here, following FunASR's `WavFrontend` (funasr/frontends/wav_fronten
 """
 
 import math
+from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 import torchaudio.compliance.kaldi
 import torchaudio.transforms
+from torch import nn
 
-from paperzoo.core.errors import require
+from paperzoo.core.errors import DataError, require
+from paperzoo.core.io import atomic_torch_save, load_checkpoint_file
 from paperzoo.speech.data.audio import SAMPLE_RATE
 
 #: Kaldi fbank framing (ms) and the shortest waveform that yields one frame.
@@ -66,3 +70,103 @@ def lfr(features: torch.Tensor, m: int = 7, n: int = 6) -> torch.Tensor:
     starts = torch.arange(count) * n - (m - 1) // 2  # [T']
     index = (starts[:, None] + torch.arange(m)[None, :]).clamp(0, frames - 1)  # [T', m]
     return features[index].reshape(count, m * dim)
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment (Park et al., 2019, https://arxiv.org/abs/1904.08779) on the features of one utterance, with
+    torchaudio's `FrequencyMasking` and `TimeMasking` (no time warping, as Paraformer's recipe).
+
+    On LFR features [T', m * F] a frequency mask covers the same mel bins in each of the m stacked frames (as
+    FunASR's `SpecAugLFR`), so the mask means the same thing it would before stacking. The masked value is 0,
+    the mean after `GlobalCMVN`. Deviation: a time mask covers at most `max_time_fraction` of the utterance
+    (torchaudio's `p`), so a short utterance is never blanked out entirely.
+
+    Args:
+        freq_mask_width: the widest frequency mask, in mel bins (widths are uniform in [0, freq_mask_width)).
+        num_freq_masks: frequency masks per utterance.
+        time_mask_width: the widest time mask, in (LFR) frames.
+        num_time_masks: time masks per utterance.
+        stack: m, the number of frames LFR stacked into each row (1 without LFR).
+        max_time_fraction: the largest share of the frames one time mask may cover.
+    """
+
+    def __init__(
+        self,
+        freq_mask_width: int = 30,
+        num_freq_masks: int = 1,
+        time_mask_width: int = 12,
+        num_time_masks: int = 1,
+        stack: int = 1,
+        max_time_fraction: float = 0.2,
+    ):
+        super().__init__()
+        require(freq_mask_width >= 0 and num_freq_masks >= 0, "SpecAugment frequency masks must be >= 0")
+        require(time_mask_width >= 0 and num_time_masks >= 0, "SpecAugment time masks must be >= 0")
+        require(stack >= 1, f"SpecAugment stack must be >= 1, got {stack}")
+        require(0 < max_time_fraction <= 1, f"max_time_fraction must be in (0, 1], got {max_time_fraction}")
+        self.stack, self.num_freq_masks, self.num_time_masks = stack, num_freq_masks, num_time_masks
+        self.freq_masking = torchaudio.transforms.FrequencyMasking(freq_mask_width)
+        self.time_masking = torchaudio.transforms.TimeMasking(time_mask_width, p=max_time_fraction)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """`features` [T, D] (D = stack * mel bins) -> a masked copy [T, D]."""
+        frames, dim = features.shape
+        require(dim % self.stack == 0, f"SpecAugment stack {self.stack} does not divide the feature size {dim}")
+        spectrogram = features.reshape(frames, self.stack, dim // self.stack).permute(1, 2, 0)  # [m, F, T]
+        for _ in range(self.num_freq_masks):
+            spectrogram = self.freq_masking(spectrogram)  # one band, the same in each stacked frame
+        for _ in range(self.num_time_masks):
+            spectrogram = self.time_masking(spectrogram)
+        return spectrogram.permute(2, 0, 1).reshape(frames, dim)
+
+
+class GlobalCMVN:
+    """Global cepstral mean and variance normalisation: (x - mean) / std per feature dimension, with the
+    statistics of every frame of the training set.
+
+    Args:
+        mean, std: [D] statistics (`fit` computes them).
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        require(mean.shape == std.shape and mean.ndim == 1, "GlobalCMVN mean and std must be [D] of one size")
+        self.mean, self.std = mean.float(), std.float()
+
+    @classmethod
+    def fit(cls, features: Iterable[torch.Tensor], min_std: float = 1e-5) -> "GlobalCMVN":
+        """Statistics over all frames of `features` (each [T_i, D]), accumulated in float64; the standard
+        deviation is floored at `min_std` so constant dimensions are not divided by zero."""
+        count, total, squares = 0, None, None
+        for frames in features:
+            frames = frames.double()
+            total = frames.sum(0) if total is None else total + frames.sum(0)
+            squares = (frames**2).sum(0) if squares is None else squares + (frames**2).sum(0)
+            count += frames.shape[0]
+        if total is None or squares is None or count == 0:
+            raise DataError("cannot fit CMVN statistics on a training set without frames")
+        mean = total / count
+        variance = (squares / count - mean**2).clamp_min(0)
+        return cls(mean, variance.sqrt().clamp_min(min_std))
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """`features` [..., D] normalised."""
+        return (features - self.mean) / self.std
+
+    @property
+    def dim(self) -> int:
+        return self.mean.numel()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std}
+
+    def save(self, path: str | Path) -> None:
+        """Write the statistics atomically (a torch file with "mean" and "std")."""
+        atomic_torch_save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GlobalCMVN":
+        """Statistics written by `save` (a `DataError` names a missing, corrupt or malformed file)."""
+        state = load_checkpoint_file(path)
+        if not isinstance(state, dict) or not {"mean", "std"} <= set(state):
+            raise DataError(f"CMVN file {path} does not hold 'mean' and 'std' statistics")
+        return cls(state["mean"], state["std"])
