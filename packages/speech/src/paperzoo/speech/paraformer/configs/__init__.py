@@ -1,0 +1,1 @@
+"""Paraformer configs (LightningCLI YAML): tiny.yaml and the claim-check setting."""
