@@ -17,6 +17,7 @@ Implemented here, following FunASR's `WavFrontend` (funasr/frontends/wav_fronten
 """
 
 import math
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -166,7 +167,10 @@ class GlobalCMVN:
     @classmethod
     def load(cls, path: str | Path) -> "GlobalCMVN":
         """Statistics written by `save` (a `DataError` names a missing, corrupt or malformed file)."""
-        state = load_checkpoint_file(path)
+        try:
+            state = load_checkpoint_file(path)
+        except pickle.UnpicklingError as error:  # not a torch file at all
+            raise DataError(f"CMVN file {path} is not a torch file ({error})") from error
         if not isinstance(state, dict) or not {"mean", "std"} <= set(state):
             raise DataError(f"CMVN file {path} does not hold 'mean' and 'std' statistics")
         return cls(state["mean"], state["std"])
