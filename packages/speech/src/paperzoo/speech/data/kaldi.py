@@ -20,6 +20,7 @@ Every other problem (a missing file, a line with too few fields, a repeated id, 
 recording is not in `wav.scp`, a missing audio file) is a `DataError` naming the file and the line number.
 """
 
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator
@@ -189,14 +190,19 @@ def _check_id(kind: str, value: str) -> None:
         raise DataError(f"{kind} id {value!r} must be non-empty and contain no whitespace (Kaldi fields)")
 
 
-def write_kaldi_dir(utterances: Iterable[Utterance], path: str | Path) -> Path:
+def write_kaldi_dir(
+    utterances: Iterable[Utterance], path: str | Path, audio_paths: Literal["auto", "relative", "absolute"] = "auto"
+) -> Path:
     """Write `utterances` as a Kaldi data directory (`wav.scp`, `text`, and `segments` when any has bounds).
 
-    Lines are sorted by id (Kaldi's `validate_data_dir.sh` requires it). Audio inside `path` is listed relative to
-    it (the directory stays relocatable), other audio by absolute path. With segments, each distinct audio file
-    becomes one recording, named after the file (made unique), and whole-file utterances get `0 -1`. Each file
-    is written atomically. Returns `path`.
+    Lines are sorted by id (Kaldi's `validate_data_dir.sh` requires it). `audio_paths`: "auto" lists audio inside
+    `path` relative to it (the directory stays relocatable) and other audio by absolute path; "relative" lists
+    every file relative to `path` (`../audio/x.wav`: for a corpus that moves as a whole); "absolute" never.
+    With segments, each distinct audio file becomes one recording, named after the file (made unique), and
+    whole-file utterances get `0 -1`. Each file is written atomically. Returns `path`.
     """
+    if audio_paths not in ("auto", "relative", "absolute"):
+        raise ConfigError(f"audio_paths {audio_paths!r} must be 'auto', 'relative' or 'absolute'")
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     utterances = sorted(utterances, key=lambda u: u.id)
@@ -211,6 +217,10 @@ def write_kaldi_dir(utterances: Iterable[Utterance], path: str | Path) -> Path:
 
     def location(audio: Path) -> str:
         audio = Path(audio).resolve()
+        if audio_paths == "relative":
+            return os.path.relpath(audio, directory.resolve())
+        if audio_paths == "absolute":
+            return str(audio)
         try:
             return str(audio.relative_to(directory.resolve()))
         except ValueError:
