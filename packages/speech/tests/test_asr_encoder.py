@@ -6,10 +6,18 @@ import math
 import pytest
 import torch
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.speech.asr.decoder_layers import TransformerDecoder
 from paperzoo.speech.asr.encoder import SANMAttention, SANMEncoder, build_encoder
 from paperzoo.speech.asr.layers import lengths_to_mask, sinusoidal_encoding
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: a second spinning OpenMP thread made these steps 20x slower."""
+    with torch_threads(1):
+        yield
 
 
 def test_sinusoidal_encoding_is_funasrs_table():
