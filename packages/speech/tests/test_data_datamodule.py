@@ -11,7 +11,7 @@ from paperzoo.core.errors import DataError
 from paperzoo.speech.data import datamodule as datamodule_module
 from paperzoo.speech.data.datamodule import SpeechDataModule, collate_speech
 from paperzoo.speech.data.features import fbank, lfr
-from paperzoo.speech.data.tokenizer import IGNORE_ID
+from paperzoo.speech.data.tokenizer import IGNORE_ID, UNK_ID
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "one", "two", "three", "four"]
 
@@ -181,3 +181,19 @@ def test_missing_split_directory(tmp_path, private_cache):
     write_split(root, "train", [("a", "ab", 0.5)])
     with pytest.raises(DataError, match="dev"):
         SpeechDataModule(path=str(root))
+
+
+def test_kaldi_fixture_corpus(private_cache):
+    """The shipped fixture: segmented train recordings, a 22.05 kHz FLAC and an 8 kHz WAV in test (resampled)."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "kaldi"
+    module = SpeechDataModule(path=str(fixture), batch_size=2, tokenizer="bpe", bpe_vocab_size=40)
+    assert module.texts["train"] == ["the dog saw a car", "my key", "sit on the sky", "no gas"]
+    module.setup("test")
+    batch = next(iter(module.test_dataloader()))
+    assert batch["features"].shape[0] == 2 and batch["features"].shape[2] == 560
+    assert batch["feature_lengths"].min() > 0
+    tokens = batch["tokens"][1, : batch["token_lengths"][1]].tolist()
+    assert tokens[1] == UNK_ID  # "pet dog": no "p" in the training text
+    assert module.tokenizer.decode(tokens) == "et dog"

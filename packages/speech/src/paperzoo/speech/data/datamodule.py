@@ -333,14 +333,14 @@ class SpeechDataModule(BaseDataModule):
             return utterances
         durations = [u.duration() for u in utterances]
         kept = [u for u, d in zip(utterances, durations, strict=True) if d <= self.max_seconds]
+        if not kept:
+            raise DataError(f"every {split} utterance is longer than max_seconds={self.max_seconds}")
         if len(kept) < len(utterances):
             longest = max(range(len(utterances)), key=durations.__getitem__)
             rank_zero_warn(
                 f"dropped {len(utterances) - len(kept)} of {len(utterances)} {split} utterances longer than "
                 f"max_seconds={self.max_seconds} (the longest: {utterances[longest].id!r}, {durations[longest]:.1f} s)"
             )
-        if not kept:
-            raise DataError(f"every {split} utterance is longer than max_seconds={self.max_seconds}")
         return kept
 
     def prepare_data(self) -> None:
