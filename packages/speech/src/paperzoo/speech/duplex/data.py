@@ -5,7 +5,7 @@ Splits draw their user clauses from disjoint Wikipedia sentence fragments (the h
 the model was trained on), and each split's dialogues from their own seed. The model's responses come from a
 shared pool in the model's one voice.
 
-A batch (teacher forcing on the reference rendering):
+A batch (teacher forcing on the reference rendering, in windows of `window_blocks`):
     mic       [B, N, frames, F]  fbank of what the microphone heard, per 80 ms block
     playback  [B, N, frames, F]  fbank of what the model played
     state     [B, N] long        LISTEN / SPEAK during each block
@@ -98,6 +98,11 @@ class DuplexDataModule(BaseDataModule):
         clause_texts: distinct clause texts for the train / val / test pools.
         response_texts: distinct response texts.
         num_mel_bins: fbank bins (linked to the task as `num_features`).
+        window_blocks: dialogues are cut into windows of this many blocks (hop: half of it; the last window ends
+            at the dialogue's end) for teacher-forced training, so batches are short and uniform; None keeps whole
+            dialogues. The model's recurrent state starts from zero in each window, so a window after the first has
+            no labels in its first quarter (every block keeps a label in some window, with at least that much
+            context or from the dialogue's start).
         workers: parallel espeak-ng processes.
         batch_size, num_workers, seed: see `BaseDataModule`.
     """
@@ -114,6 +119,7 @@ class DuplexDataModule(BaseDataModule):
         clause_texts: tuple[int, int, int] = (240, 60, 120),
         response_texts: int = 80,
         num_mel_bins: int = 40,
+        window_blocks: int | None = 100,
         workers: int = 2,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -127,7 +133,9 @@ class DuplexDataModule(BaseDataModule):
             turns=turns, max_clauses=max_clauses, barge_in_prob=barge_in_prob, **(dialogue or {})
         )
         self.pool_sizes = PoolSizes(*clause_texts, responses=response_texts)
+        require(window_blocks is None or window_blocks >= 2, f"window_blocks must be >= 2, got {window_blocks}")
         self.num_mel_bins = self.num_features = num_mel_bins
+        self.window_blocks = window_blocks
         self.workers = workers
         self._pools: dict[str, SpeechPool] = {}
         self._scripts: dict[str, list[DialogueScript]] = {}
@@ -176,10 +184,28 @@ class DuplexDataModule(BaseDataModule):
         for split in SPLITS:
             self._features(split)
 
+    def _windows(self, split: str) -> DialogueDataset:
+        items = self._features(split)
+        if self.window_blocks is None:
+            return DialogueDataset(items)
+        size, windows = self.window_blocks, []
+        for item in items:
+            blocks = item["tokens"].numel()
+            starts = list(range(0, max(blocks - size, 0) + 1, size // 2))
+            if starts[-1] + size < blocks:
+                starts.append(blocks - size)
+            for a in starts:
+                window = {key: value[a : a + size] for key, value in item.items()}
+                if a > 0:  # no loss while the recurrent state warms up: these blocks are learnt in the window before
+                    window["tokens"] = window["tokens"].clone()
+                    window["tokens"][: size // 4] = IGNORE
+                windows.append(window)
+        return DialogueDataset(windows)
+
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = DialogueDataset(self._features("train"))
-        self.val_set = DialogueDataset(self._features("val"))
-        self.test_set = DialogueDataset(self._features("test"))
+        self.train_set = self._windows("train")
+        self.val_set = self._windows("val")
+        self.test_set = self._windows("test")
         self.predict_set = self.test_set
 
     def make_loader(self, dataset: Dataset, train: bool) -> StatefulDataLoader:

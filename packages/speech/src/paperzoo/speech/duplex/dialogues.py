@@ -29,8 +29,10 @@ ends; shift to LISTEN at the first block end >= `stop_delay` after user speech f
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -298,7 +300,10 @@ class Rendering:
         states: [N] the model's state during each block.
         tokens: [N] the token decided at the end of each block (IGNORE where the response ended by itself).
         turn_ends: when each user turn ended (the reference moments to start speaking).
-        overlaps: per model response, the first moment the user spoke while it played (barge-in onsets).
+        overlaps: per model response, the first moment the user spoke while it played (barge-in onsets), when
+            the response would still have been playing `stop_delay` later.
+        late_overlaps: the other overlap onsets (the response was about to end anyway): a stop right after one is
+            neither right nor wrong.
         starts, stops, finishes: when the model shifted to SPEAK, shifted to LISTEN, or ran out of speech.
     """
 
@@ -309,6 +314,7 @@ class Rendering:
     tokens: torch.Tensor
     turn_ends: list[float]
     overlaps: list[float]
+    late_overlaps: list[float]
     starts: list[float]
     stops: list[float]
     finishes: list[float]
@@ -420,43 +426,120 @@ class OraclePolicy:
         return now >= onset + script.stop_delay * SAMPLE_RATE
 
 
-def simulate(
-    script: DialogueScript, policy: BlockPolicy | None = None, block_samples: int = BLOCK_SAMPLES
-) -> Rendering:
-    """Play `script` with `policy` deciding per block (None: the oracle). Ends when the last turn has been answered
-    (or the user's patience ran out) and the model is silent, plus half a second."""
-    environment = DuplexEnvironment(script, block_samples)
-    scheduler = DuplexScheduler(policy or OraclePolicy(environment), ScriptedSpeech(script.responses), block_samples)
-    scheduler.reset()
-    total_blocks = script.max_samples // block_samples
-    tail = None
-    for block in range(total_blocks):
-        mic = environment.mic_block(block, scheduler.playback_block())
-        scheduler.observe(mic)
-        now = (block + 1) * block_samples
-        environment.advance_user(block, scheduler.state, now)
-        if not environment.pending and scheduler.state == LISTEN:
-            tail = block + math.ceil(0.5 * SAMPLE_RATE / block_samples) if tail is None else tail
-            if block >= tail:
-                break
+class BatchPolicy(Protocol):
+    """Decides for several dialogues played in lockstep (one batched model call per block)."""
+
+    def reset(self, count: int) -> None:
+        """Start `count` dialogues."""
+
+    def decide_batch(
+        self, indices: list[int], mic: torch.Tensor, playback: torch.Tensor, states: list[int]
+    ) -> list[bool]:
+        """`<shift>` or not for the dialogues `indices` (those still running); mic, playback: [b, block]."""
+        ...
+
+
+class PerDialogue:
+    """A `BatchPolicy` of one `BlockPolicy` per dialogue, made by `factory(index)`."""
+
+    def __init__(self, factory: Callable[[int], BlockPolicy]):
+        self.factory = factory
+        self.policies: list[BlockPolicy] = []
+
+    def reset(self, count: int) -> None:
+        self.policies = [self.factory(i) for i in range(count)]
+        for policy in self.policies:
+            policy.reset()
+
+    def decide_batch(
+        self, indices: list[int], mic: torch.Tensor, playback: torch.Tensor, states: list[int]
+    ) -> list[bool]:
+        return [self.policies[i].decide(m, p, s) for i, m, p, s in zip(indices, mic, playback, states, strict=True)]
+
+
+class _Relay:
+    """The scheduler's policy inside `simulate_many`: returns the decision the batch policy made for this block."""
+
+    decision = False
+
+    def reset(self) -> None:
+        self.decision = False
+
+    def decide(self, mic: torch.Tensor, playback: torch.Tensor, state: int) -> bool:
+        return self.decision
+
+
+def simulate(script: DialogueScript, policy: BlockPolicy | None = None) -> Rendering:
+    """Play `script` with `policy` deciding per block (None: the oracle)."""
+    return simulate_many([script], None if policy is None else PerDialogue(lambda _: policy))[0]
+
+
+def simulate_many(
+    scripts: list[DialogueScript], policy: BatchPolicy | None = None, block_samples: int = BLOCK_SAMPLES
+) -> list[Rendering]:
+    """Play `scripts` in lockstep, `policy` deciding for all of them per block (None: the oracle). A dialogue ends
+    when its last turn has been answered (or the user's patience ran out) and the model is silent, plus half a
+    second."""
+    environments = [DuplexEnvironment(script, block_samples) for script in scripts]
+    if policy is None:
+        policy = PerDialogue(lambda i: OraclePolicy(environments[i]))
+    policy.reset(len(scripts))
+    relays = [_Relay() for _ in scripts]
+    schedulers = [
+        DuplexScheduler(relay, ScriptedSpeech(script.responses), block_samples)
+        for relay, script in zip(relays, scripts, strict=True)
+    ]
+    for scheduler in schedulers:
+        scheduler.reset()
+    tail_blocks = math.ceil(0.5 * SAMPLE_RATE / block_samples)
+    tails: list[int | None] = [None] * len(scripts)
+    active, block = list(range(len(scripts))), 0
+    while active:
+        playbacks = [schedulers[i].playback_block() for i in active]
+        mics = [environments[i].mic_block(block, p) for i, p in zip(active, playbacks, strict=True)]
+        states = [schedulers[i].state for i in active]
+        decisions = policy.decide_batch(active, torch.stack(mics), torch.stack(playbacks), states)
+        running = []
+        for i, mic, decision in zip(active, mics, decisions, strict=True):
+            relays[i].decision = decision
+            schedulers[i].observe(mic)
+            environment = environments[i]
+            environment.advance_user(block, schedulers[i].state, (block + 1) * block_samples)
+            if not environment.pending and schedulers[i].state == LISTEN and tails[i] is None:
+                tails[i] = block + tail_blocks
+            done = (tails[i] is not None and block >= tails[i]) or (block + 1) * block_samples >= scripts[i].max_samples
+            if not done:
+                running.append(i)
+        active, block = running, block + 1
+    return [_rendering(e, s, block_samples) for e, s in zip(environments, schedulers, strict=True)]
+
+
+def _rendering(environment: DuplexEnvironment, scheduler: DuplexScheduler, block_samples: int) -> Rendering:
     blocks = len(scheduler.states)
     size = blocks * block_samples
     events = {kind: [e.time for e in scheduler.events if e.kind == kind] for kind in ("start", "stop", "finished")}
     playing = torch.tensor(scheduler.states) == SPEAK
     user_blocks = environment.user_active[:size].reshape(blocks, block_samples)
-    overlaps = []  # per response (a run of SPEAK blocks), the first user-active sample
-    block = 0
+    responses = environment.script.responses
+    stop_delay = environment.script.stop_delay * SAMPLE_RATE
+    overlaps, late_overlaps = [], []  # per response (a run of SPEAK blocks): the first user-active sample
+    block, run = 0, 0
     while block < blocks:
-        if playing[block]:
-            last = block
-            while last + 1 < blocks and playing[last + 1]:
-                last += 1
-            active = user_blocks[block : last + 1].reshape(-1).nonzero()
-            if active.numel():
-                overlaps.append((block * block_samples + int(active[0])) / SAMPLE_RATE)
-            block = last + 1
-        else:
+        if not playing[block]:
             block += 1
+            continue
+        last = block
+        while last + 1 < blocks and playing[last + 1]:
+            last += 1
+        active = user_blocks[block : last + 1].reshape(-1).nonzero()
+        if active.numel():
+            onset = block * block_samples + int(active[0])
+            natural_end = block * block_samples + responses[run % len(responses)].numel()
+            # a barge-in only when the response would still be playing at the end of the block where the
+            # reference stops (otherwise it runs out first)
+            reference_stop = math.ceil((onset + stop_delay) / block_samples) * block_samples
+            (overlaps if natural_end > reference_stop else late_overlaps).append(onset / SAMPLE_RATE)
+        block, run = last + 1, run + 1
     return Rendering(
         mic=environment.mic[:size].clone(),
         playback=environment.playback[:size].clone(),
@@ -465,6 +548,7 @@ def simulate(
         tokens=torch.tensor(scheduler.tokens, dtype=torch.long),
         turn_ends=[end / SAMPLE_RATE for end in environment.turn_ends],
         overlaps=overlaps,
+        late_overlaps=late_overlaps,
         starts=events["start"],
         stops=events["stop"],
         finishes=events["finished"],
@@ -490,6 +574,9 @@ __all__ = [
     "make_script",
     "make_scripts",
     "simulate",
+    "simulate_many",
+    "BatchPolicy",
+    "PerDialogue",
     "speech_pool",
     "split_texts",
 ]

@@ -10,7 +10,9 @@ earliest unmatched prediction in its window, which gives the maximum matching fo
   a miss;
 - barge-in: references = onsets of user speech during the model's playback, predictions = stops (the model's own
   `<shift>`, not running out of speech), window [onset, onset + `stop_tolerance`]: a stop on echo or noise is a
-  false positive; stop latency = stop - onset over the matched pairs.
+  false positive; stop latency = stop - onset over the matched pairs. An overlap so close to the end of the
+  response that it would run out before the reference stops (`Rendering.late_overlaps`) is no barge-in: a stop
+  within its window is ignored.
 """
 
 import statistics
@@ -103,9 +105,11 @@ def score_dialogues(
     renderings: Iterable[object], take_tolerance: float = TAKE_TOLERANCE, stop_tolerance: float = STOP_TOLERANCE
 ) -> DuplexScores:
     """Turn-taking and barge-in counts summed over `renderings` (each with `starts`, `turn_ends`, `stops`,
-    `overlaps`, as `dialogues.Rendering`)."""
+    `overlaps` and optionally `late_overlaps`, as `dialogues.Rendering`)."""
     turn_taking, barge_in = EventCounts(), EventCounts()
     for r in renderings:
         turn_taking += match_events(r.starts, r.turn_ends, take_tolerance)  # type: ignore[attr-defined]
-        barge_in += match_events(r.stops, r.overlaps, stop_tolerance)  # type: ignore[attr-defined]
+        late = getattr(r, "late_overlaps", [])  # stops right after these are neither right nor wrong
+        stops = [s for s in r.stops if not any(0.0 <= s - o <= stop_tolerance for o in late)]  # type: ignore[attr-defined]
+        barge_in += match_events(stops, r.overlaps, stop_tolerance)  # type: ignore[attr-defined]
     return DuplexScores(turn_taking, barge_in)

@@ -113,33 +113,50 @@ class DuplexStateModel(nn.Module):
 
 
 class ModelPolicy:
-    """A `BlockPolicy` running `DuplexStateModel` one block at a time: `<shift>` when its probability exceeds
-    `threshold`."""
+    """Runs `DuplexStateModel` one block at a time: `<shift>` when its probability exceeds `threshold`.
 
-    def __init__(self, model: DuplexStateModel, threshold: float = 0.5, block_samples: int = BLOCK_SAMPLES):
-        self.model, self.threshold, self.block_samples = model, threshold, block_samples
-        self.probabilities: list[float] = []
+    A `BlockPolicy` for one dialogue (`decide`, for `DuplexScheduler`) and a `BatchPolicy` for dialogues played in
+    lockstep (`decide_batch`, for `dialogues.simulate_many`: one fbank call and one model call per block for all).
+    `probabilities[i]` records dialogue i's `<shift>` probability per block.
+    """
+
+    def __init__(self, model: DuplexStateModel, threshold: float = 0.5):
+        self.model, self.threshold = model, threshold
         self.reset()
 
-    def reset(self) -> None:
-        self.hidden: torch.Tensor | None = None
-        self.history = torch.zeros(2, CONTEXT)
-        self.probabilities = []
+    def reset(self, count: int = 1) -> None:
+        rnn = self.model.rnn
+        self.hidden = torch.zeros(rnn.num_layers, count, rnn.hidden_size)
+        self.history = torch.zeros(count, 2, CONTEXT)  # the last samples of each stream, for the next block's frames
+        self.probabilities: list[list[float]] = [[] for _ in range(count)]
 
     @torch.no_grad()
-    def shift_probability(self, mic: torch.Tensor, playback: torch.Tensor, state: int) -> float:
-        segments = torch.cat([self.history, torch.stack([mic, playback])], dim=1)  # [2, CONTEXT + block]
-        self.history = segments[:, -CONTEXT:]
-        features = segment_features(segments, self.model.num_features)  # [2, frames, F]
+    def shift_probabilities(
+        self, indices: list[int], mic: torch.Tensor, playback: torch.Tensor, states: list[int]
+    ) -> torch.Tensor:
+        """[b] `<shift>` probabilities of dialogues `indices` for this block; mic, playback: [b, block_samples]."""
+        index = torch.tensor(indices)
+        segments = torch.cat([self.history[index], torch.stack([mic, playback], dim=1)], dim=2)  # [b, 2, C + S]
+        self.history[index] = segments[..., -CONTEXT:]
+        b = len(indices)
+        features = segment_features(segments.reshape(2 * b, -1), self.model.num_features)
+        features = features.reshape(b, 2, *features.shape[1:])  # [b, 2, frames, F]
         was_training = self.model.training
         self.model.eval()
-        logits, self.hidden = self.model(
-            features[0][None, None], features[1][None, None], torch.tensor([[state]]), self.hidden
+        logits, hidden = self.model(
+            features[:, 0, None], features[:, 1, None], torch.tensor(states)[:, None], self.hidden[:, index]
         )
         self.model.train(was_training)
-        probability = float(logits[0, 0].softmax(-1)[SHIFT])
-        self.probabilities.append(probability)
-        return probability
+        self.hidden[:, index] = hidden
+        probabilities = logits[:, 0].softmax(-1)[:, SHIFT]
+        for i, p in zip(indices, probabilities.tolist(), strict=True):
+            self.probabilities[i].append(p)
+        return probabilities
+
+    def decide_batch(
+        self, indices: list[int], mic: torch.Tensor, playback: torch.Tensor, states: list[int]
+    ) -> list[bool]:
+        return (self.shift_probabilities(indices, mic, playback, states) > self.threshold).tolist()
 
     def decide(self, mic: torch.Tensor, playback: torch.Tensor, state: int) -> bool:
-        return self.shift_probability(mic, playback, state) > self.threshold
+        return self.decide_batch([0], mic[None], playback[None], [state])[0]
