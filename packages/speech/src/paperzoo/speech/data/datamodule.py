@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from tqdm.auto import tqdm
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.data.base import BaseDataModule
 from paperzoo.core.errors import ConfigError, DataError, require
 from paperzoo.core.io import atomic_torch_save, cache_dir, load_checkpoint_file
@@ -122,7 +123,8 @@ def compute_fbanks(
     features, seconds = [], []
     for utterance in tqdm(utterances, desc=description, unit="utt", leave=False):
         waveform = utterance.waveform(SAMPLE_RATE)
-        frames = fbank(waveform, SAMPLE_RATE, num_mel_bins)
+        with torch_threads(1):  # small FFTs: on a busy machine, 2 spinning threads made fbank 16x slower
+            frames = fbank(waveform, SAMPLE_RATE, num_mel_bins)
         if frames.shape[0] == 0:
             raise DataError(
                 f"utterance {utterance.id!r} ({utterance.audio}) is {waveform.numel() / SAMPLE_RATE * 1000:.1f} ms "
