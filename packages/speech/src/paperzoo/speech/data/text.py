@@ -48,11 +48,14 @@ def _wikipedia_texts() -> tuple[str, ...]:
     return tuple(document.text for document in wikipedia_sample())
 
 
-@functools.cache
-def _wikipedia_sentences() -> tuple[str, ...]:
-    """Every speakable sentence of the Wikipedia sample, normalized, in document order (duplicates dropped)."""
+def speakable_sentences(texts: Iterable[str]) -> tuple[str, ...]:
+    """The normalized sentences of `texts` that speech can match exactly, in order, duplicates dropped.
+
+    Wiki emphasis quotes are removed and dashes read as spaces; a sentence with other markup (links, headings,
+    templates), an abbreviation with dots ("U.S."), a digit, a symbol or a non-ASCII letter is dropped.
+    """
     seen: dict[str, None] = {}
-    for text in _wikipedia_texts():
+    for text in texts:
         for sentence in split_sentences(text):
             sentence = _EMPHASIS.sub("", sentence).replace("\u2013", " ").replace("\u2014", " ")
             if _MARKUP.search(sentence) or not _SPEAKABLE.fullmatch(sentence):
@@ -61,6 +64,11 @@ def _wikipedia_sentences() -> tuple[str, ...]:
             if normalized:
                 seen.setdefault(normalized, None)
     return tuple(seen)
+
+
+@functools.cache
+def _wikipedia_sentences() -> tuple[str, ...]:
+    return speakable_sentences(_wikipedia_texts())
 
 
 def wikipedia_sentences(
