@@ -9,7 +9,7 @@ import torch
 from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.speech.asr.decoder_layers import TransformerDecoder
-from paperzoo.speech.asr.encoder import SANMAttention, SANMEncoder, build_encoder
+from paperzoo.speech.asr.encoder import SANMAttention, build_encoder
 from paperzoo.speech.asr.layers import lengths_to_mask, sinusoidal_encoding
 
 
@@ -78,9 +78,10 @@ def test_encoder_shapes_and_gradients(kind):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
 
 
-def test_sanm_encoder_ignores_padding():
+@pytest.mark.parametrize("kind", ["sanm", "conformer"])
+def test_encoder_ignores_padding(kind):
     torch.manual_seed(0)
-    encoder = SANMEncoder(12, d_model=16, num_heads=2, num_layers=2, ffn_dim=32).eval()
+    encoder = build_encoder(kind, 12, d_model=16, num_heads=2, num_layers=2, ffn_dim=32, kernel_size=5).eval()
     long, short = torch.randn(1, 10, 12), torch.randn(1, 6, 12)
     batch = torch.zeros(2, 10, 12)
     batch[0], batch[1, :6] = long[0], short[0]

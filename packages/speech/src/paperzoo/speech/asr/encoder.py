@@ -17,9 +17,9 @@ Deviations: no stochastic depth, no LoRA, no streaming/chunk masks; padded outpu
 `ConformerEncoder` wraps torchaudio's `Conformer` ("Conformer: Convolution-augmented Transformer for Speech
 Recognition", Gulati et al., 2020, https://arxiv.org/abs/2005.08100) behind a linear input projection. Deviations:
 torchaudio's self-attention has no relative positions, so an absolute sinusoidal encoding is added after the
-projection; its convolution module does not mask padding, so in a padded batch the last valid frames of a short
-utterance see a few padded frames (and BatchNorm statistics include them): batched and one-by-one outputs of the
-conformer differ slightly, SAN-M's do not.
+projection; its convolution module does not mask padding, so a forward pre-hook zeroes the padded frames entering
+each depthwise convolution (in training, BatchNorm's batch statistics still include padded frames; in eval mode
+batched and one-by-one outputs agree).
 
 Shapes: B = batch, T = frames, F = input features, D = model width.
 """
@@ -207,13 +207,29 @@ class ConformerEncoder(nn.Module):
             dropout=dropout,
             use_group_norm=use_group_norm,
         )
+        # torchaudio's convolution module does not mask padding: zero the padded frames entering each depthwise
+        # convolution, so they cannot leak into the last valid frames of a shorter utterance
+        self._frame_mask: torch.Tensor | None = None
+        for module in self.conformer.modules():
+            if isinstance(module, nn.Conv1d) and module.groups == module.in_channels > 1:
+                module.register_forward_pre_hook(self._zero_padding)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, F], lengths [B] -> (h [B, T, D] with padded frames 0, lengths [B])."""
         mask = lengths_to_mask(lengths, x.shape[1])  # [B, T]
         x = self.projection(x) + sinusoidal_encoding(x.shape[1], self.output_dim, device=x.device)
-        h, lengths = self.conformer(self.dropout(x) * mask[..., None], lengths)
+        self._frame_mask = mask
+        try:
+            h, lengths = self.conformer(self.dropout(x) * mask[..., None], lengths)
+        finally:
+            self._frame_mask = None
         return h * mask[..., None], lengths
+
+    def _zero_padding(self, module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...] | None:
+        """Forward pre-hook of each depthwise convolution: its input [B, D, T] with padded frames set to 0."""
+        if self._frame_mask is None:
+            return None
+        return (args[0] * self._frame_mask[:, None, : args[0].shape[-1]].to(args[0].dtype),)
 
 
 ENCODERS = {"sanm": SANMEncoder, "conformer": ConformerEncoder}
