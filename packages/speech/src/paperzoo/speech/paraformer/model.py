@@ -20,20 +20,22 @@ Implemented (facts from the paper and FunASR's `funasr/models/paraformer/`, read
 - MWER (`mwer`), weight `mwer_weight` (0 = off): the decoder's distributions on the plain acoustic embeddings (the
   pass that decoding runs; with MWER on it keeps its gradient and also serves as the GLM first pass), N-best
   candidates sampled from them, the MWER loss added to the cross-entropy and quantity losses;
+- an optional auxiliary CTC loss on the encoder (`ctc_weight`; FunASR's AISHELL Paraformer recipe uses 0.3, its
+  industrial config 0), the hybrid form of the attention baseline: (1 - w) L_CE + w L_CTC;
 - decoding: encoder, CIF with the tail, one decoder pass, argmax per position, special ids dropped.
 
-Loss = L_CE(GLM) + quantity_weight * L_MAE + mwer_weight * L_MWER (the paper's L_total = gamma L_CE + L_MAE +
-L_werr, with gamma folded into the other weights).
+Loss = (1 - ctc_weight) L_CE(GLM) + ctc_weight L_CTC + quantity_weight L_MAE + mwer_weight L_MWER (the paper's
+L_total = gamma L_CE + L_MAE + L_werr, with gamma folded into the other weights).
 
 Deviations: see `cif`, `glm`, `mwer` and `decoder` (order from a sinusoidal position encoding instead of SAN-M
-decoder layers); no CTC branch (FunASR's Paraformer config has ctc_weight 0 too), no timestamps, no hotwords, no
-streaming.
+decoder layers); no timestamps, no hotwords, no streaming.
 """
 
 import torch
 from torch.nn import functional as F
 
 from paperzoo.core.errors import require
+from paperzoo.speech.asr.ctc import CTCHead
 from paperzoo.speech.asr.encoder import build_encoder
 from paperzoo.speech.asr.recognizer import SpeechRecognizer
 from paperzoo.speech.data.tokenizer import IGNORE_ID, SOS_EOS_ID, SPECIALS
@@ -70,6 +72,7 @@ class Paraformer(SpeechRecognizer):
         mwer_weight: weight of the MWER loss (0 = off; the paper fine-tunes a trained model with it).
         mwer_candidates: N-best size for MWER.
         eos: append <sos/eos> to the target (FunASR's predictor_bias 1).
+        ctc_weight: weight w of an auxiliary CTC loss on the encoder output (0 = none).
     """
 
     def __init__(
@@ -94,11 +97,13 @@ class Paraformer(SpeechRecognizer):
         mwer_weight: float = 0.0,
         mwer_candidates: int = 4,
         eos: bool = True,
+        ctc_weight: float = 0.0,
     ):
         super().__init__()
         require(vocab_size > len(SPECIALS), f"vocab_size must exceed the {len(SPECIALS)} special ids, got {vocab_size}")
         require(0.0 <= sampling_ratio <= 1.0, f"GLM sampling_ratio must be in [0, 1], got {sampling_ratio}")
         require(mwer_weight >= 0 and mwer_candidates >= 2, "mwer_weight must be >= 0 and mwer_candidates >= 2")
+        require(0.0 <= ctc_weight < 1.0, f"ctc_weight must be in [0, 1), got {ctc_weight}")
         self.vocab_size = vocab_size
         self.encoder = build_encoder(
             encoder, input_dim, d_model, num_heads, encoder_layers, ffn_dim, dropout, kernel_size=encoder_kernel_size
@@ -112,6 +117,8 @@ class Paraformer(SpeechRecognizer):
         self.mwer_weight = mwer_weight
         self.mwer_candidates = mwer_candidates
         self.eos = eos
+        self.ctc_weight = ctc_weight
+        self.ctc = CTCHead(d_model, vocab_size) if ctc_weight > 0 else None
 
     def forward(
         self,
@@ -148,7 +155,10 @@ class Paraformer(SpeechRecognizer):
         logits = self.decoder(decoder_input, target_lengths, memory, memory_lengths)  # [B, N, V]
         losses["ce"] = self._cross_entropy(logits, targets, loss_positions)
         losses["quantity"] = quantity_loss(fired.quantity, target_lengths)
-        loss = losses["ce"] + self.quantity_weight * losses["quantity"]
+        loss = (1 - self.ctc_weight) * losses["ce"] + self.quantity_weight * losses["quantity"]
+        if self.ctc is not None:
+            losses["ctc"] = self.ctc.loss(memory, memory_lengths, tokens, token_lengths)
+            loss = loss + self.ctc_weight * losses["ctc"]
         if use_mwer:
             assert first_logits is not None
             log_probs = first_logits.log_softmax(-1)

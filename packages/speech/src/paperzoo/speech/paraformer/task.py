@@ -21,7 +21,7 @@ class ParaformerTask(RecognitionTask):
         num_features: F, the feature width (linked from the datamodule; 560 = 80-d fbank x LFR 7).
         encoder, d_model, num_heads, encoder_layers, decoder_layers, ffn_dim, dropout, encoder_kernel_size,
         cif_left_order, cif_right_order, tail_threshold, sampling_ratio, glm_loss_on_all, label_smoothing,
-        quantity_weight, mwer_weight, mwer_candidates, eos: see `Paraformer`.
+        quantity_weight, mwer_weight, mwer_candidates, eos, ctc_weight: see `Paraformer`.
         optimizer, lr_scheduler: see `BaseTask`.
     """
 
@@ -49,6 +49,7 @@ class ParaformerTask(RecognitionTask):
         mwer_weight: float = 0.0,
         mwer_candidates: int = 4,
         eos: bool = True,
+        ctc_weight: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable = WarmupStableDecay,
     ):
@@ -74,5 +75,6 @@ class ParaformerTask(RecognitionTask):
             mwer_weight=mwer_weight,
             mwer_candidates=mwer_candidates,
             eos=eos,
+            ctc_weight=ctc_weight,
         )
         self.save_hyperparameters()
