@@ -56,3 +56,9 @@ def test_validation_scores_character_and_word_error_rates_of_the_decoded_text():
     assert torch.isclose(task.error_rates["val_cer"].compute(), torch.tensor(1 / 8))
     assert torch.isclose(task.error_rates["val_wer"].compute(), torch.tensor(1 / 4))
     assert task.vocab_size == len(VOCABULARY)
+
+
+def test_predict_returns_the_text_of_each_utterance():
+    task = FixedTask(VOCABULARY, output=[6, 3, 4])
+    batch = {"features": torch.ones(3, 4, 2), "feature_lengths": torch.tensor([4, 4, 2])}
+    assert task.predict_step(batch, 0) == ["c a"] * 3

@@ -42,9 +42,12 @@ class RecognitionTask(BaseTask):
     def vocab_size(self) -> int:
         return len(self.vocabulary)
 
-    def transcribe(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[str]:
-        """The recognised text of each utterance in a batch."""
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[str]:
+        """The recognised text of each utterance in a batch (features [B, T, F], lengths [B])."""
         return [ids_to_text(self.vocabulary, ids) for ids in self.model.decode(features, feature_lengths)]
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[str]:
+        return self(batch["features"], batch["feature_lengths"])
 
     def step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         features, feature_lengths = batch["features"], batch["feature_lengths"]
@@ -54,7 +57,7 @@ class RecognitionTask(BaseTask):
             if name != "loss":
                 self.log(f"{stage}/{name}", value, batch_size=batch_size)
         if stage in ("val", "test"):
-            hypotheses = self.transcribe(features, feature_lengths)
+            hypotheses = self(features, feature_lengths)
             references = [
                 ids_to_text(self.vocabulary, ids) for ids in unpad_tokens(batch["tokens"], batch["token_lengths"])
             ]
