@@ -76,13 +76,15 @@ class AttentionRecognizer(SpeechRecognizer):
         self.ctc_weight = ctc_weight
         self.beam_size = beam_size
         self.max_length_ratio = max_length_ratio
+        self.positions = sinusoidal_encoding(64, dim)  # [L, D], grown on demand (not a parameter, not saved)
 
     # --- training ---------------------------------------------------------------------------------------------
     def embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """tokens [B, N] -> [B, N, D]: sqrt(D)-scaled embeddings plus positions offset + 1 ... offset + N."""
-        dim = self.embedding.embedding_dim
-        positions = sinusoidal_encoding(tokens.shape[1], dim, offset=offset, device=tokens.device)
-        return self.embedding(tokens) * math.sqrt(dim) + positions
+        dim, end = self.embedding.embedding_dim, offset + tokens.shape[1]
+        if self.positions.shape[0] < end or self.positions.device != tokens.device:  # a table cached across steps
+            self.positions = sinusoidal_encoding(max(end, 2 * self.positions.shape[0]), dim, device=tokens.device)
+        return self.embedding(tokens) * math.sqrt(dim) + self.positions[offset:end]
 
     def forward(
         self,

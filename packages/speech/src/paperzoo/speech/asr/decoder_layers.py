@@ -32,12 +32,14 @@ class DecoderState:
         memory_mask: [B, T] bool, True at valid encoder frames.
         self_kv: per layer, the self-attention keys and values of the positions decoded so far, [B, H, n, Dh].
         length: n, positions decoded so far.
+        memory_attention: the cross-attention mask [B, 1, 1, T] (True = attend), None when no frame is padded.
     """
 
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
     memory_mask: torch.Tensor
     self_kv: list[tuple[torch.Tensor, torch.Tensor]]
     length: int = 0
+    memory_attention: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> "DecoderState":
         """The state of rows `index` [B'] (long) of the batch: for beam search's reordering and expansion."""
@@ -46,6 +48,7 @@ class DecoderState:
             memory_mask=self.memory_mask.index_select(0, index),
             self_kv=[(k.index_select(0, index), v.index_select(0, index)) for k, v in self.self_kv],
             length=self.length,
+            memory_attention=None if self.memory_attention is None else self.memory_attention.index_select(0, index),
         )
 
 
@@ -140,10 +143,12 @@ class TransformerDecoder(nn.Module):
     def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> DecoderState:
         """The empty incremental-decoding state for encoder output `memory` [B, T, D] (keys/values projected once)."""
         empty = memory.new_zeros(memory.shape[0], 0, self.d_model)
+        memory_mask = lengths_to_mask(memory_lengths, memory.shape[1])
         return DecoderState(
             memory_kv=[layer.cross_attn.project_kv(memory) for layer in self.layers],
-            memory_mask=lengths_to_mask(memory_lengths, memory.shape[1]),
+            memory_mask=memory_mask,
             self_kv=[layer.self_attn.project_kv(empty) for layer in self.layers],
+            memory_attention=None if bool(memory_mask.all()) else attention_mask(1, memory_mask, causal=False),
         )
 
     def step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -151,12 +156,15 @@ class TransformerDecoder(nn.Module):
 
         Causal: equal to `forward` on the concatenated inputs, at the last k positions."""
         new_kv = []
-        self_mask = attention_mask(x.shape[1], None, causal=True, query_offset=state.length, device=x.device)
-        memory_mask = attention_mask(x.shape[1], state.memory_mask, causal=False)
+        # one new position sees every cached one: no self-attention mask needed
+        causal = x.shape[1] > 1
+        self_mask = attention_mask(x.shape[1], None, causal, query_offset=state.length, device=x.device)
         for layer, (keys, values), memory_kv in zip(self.layers, state.self_kv, state.memory_kv, strict=True):
             new_keys, new_values = layer.self_attn.project_kv(layer.self_norm(x))
             keys, values = torch.cat((keys, new_keys), dim=2), torch.cat((values, new_values), dim=2)
             new_kv.append((keys, values))
-            x = layer(x, (keys, values), self_mask, memory_kv, memory_mask)
-        state = DecoderState(state.memory_kv, state.memory_mask, new_kv, state.length + x.shape[1])
+            x = layer(x, (keys, values), self_mask, memory_kv, state.memory_attention)
+        state = DecoderState(
+            state.memory_kv, state.memory_mask, new_kv, state.length + x.shape[1], state.memory_attention
+        )
         return self.norm(x), state
