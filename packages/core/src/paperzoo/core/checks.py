@@ -140,6 +140,24 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def check_trainer(**settings: Any) -> Any:
+    """A `lightning.Trainer` for the training inside a claim check: one CPU device, and no logger, checkpoints,
+    progress bar, model summary or sanity validation. `settings` (max_steps, callbacks, ...) add to or override
+    these."""
+    import lightning as L  # here, not at the top: reading result files must not pay lightning's import time
+
+    quiet = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return L.Trainer(**{**quiet, **settings})
+
+
 def run_check(check: Any, quick: bool) -> ClaimResult:
     """Call `check(quick=...)`, timing it and recording the environment."""
     started = time.perf_counter()

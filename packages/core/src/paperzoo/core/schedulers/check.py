@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from paperzoo.core.checks import ClaimResult, Criterion
+from paperzoo.core.checks import ClaimResult, Criterion, check_trainer
 from paperzoo.core.lm.data import TextDataModule
 from paperzoo.core.lm.task import CausalLMTask
 from paperzoo.core.schedulers.wsd import WarmupStableDecay
@@ -97,17 +97,11 @@ def train(
         lr_scheduler=scheduler,
     )
     recorder = LossRecorder(save_at)
-    trainer = L.Trainer(
+    trainer = check_trainer(
         max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=setting.val_windows // setting.batch_size,
         val_check_interval=None,
         check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
         callbacks=[recorder],
     )
     trainer.fit(task, data, ckpt_path=resume_from)

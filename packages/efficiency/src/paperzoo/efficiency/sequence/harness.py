@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from paperzoo.core.checks import check_trainer
 from paperzoo.core.profiling import peak_memory_bytes
 from paperzoo.core.task import BaseTask
 from paperzoo.efficiency.sequence.lra.base import SequenceDataModule
@@ -96,18 +97,7 @@ def train_and_evaluate(
     if measure_memory:
         peak = step_peak_memory_mb(task, next(iter(datamodule.train_dataloader())))
     clock = _StepClock()
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[clock],
-    )
+    trainer = check_trainer(max_steps=max_steps, accelerator=accelerator, limit_val_batches=0, callbacks=[clock])
     trainer.fit(task, datamodule=datamodule)
     metrics = trainer.test(task, datamodule=datamodule, verbose=False)[0]
     steps = trainer.global_step

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 
-from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
+from paperzoo.core.checks import ClaimResult, Criterion, check_trainer, torch_threads
 from paperzoo.core.schedulers import WarmupStableDecay
 from paperzoo.timeseries.baselines.dlinear import DLinearTask
 from paperzoo.timeseries.baselines.naive import NaiveForecaster, SeasonalNaiveForecaster
@@ -114,16 +114,7 @@ def train(make_task: Callable[..., ForecastingTask], data, setting: Setting, lr:
         optimizer=functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.0),
         lr_scheduler=cosine_schedule(setting.steps),
     )
-    trainer = L.Trainer(
-        max_steps=setting.steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = check_trainer(max_steps=setting.steps, limit_val_batches=0)
     started = time.perf_counter()
     trainer.fit(task, data)
     return task, time.perf_counter() - started

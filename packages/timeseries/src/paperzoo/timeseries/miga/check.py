@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
+from paperzoo.core.checks import ClaimResult, Criterion, check_trainer, torch_threads
 from paperzoo.core.schedulers import WarmupStableDecay
 from paperzoo.timeseries.miga.data import StockPanelDataModule
 from paperzoo.timeseries.miga.metrics import evaluate
@@ -91,16 +91,7 @@ def train_and_test(setting: Setting, data: StockPanelDataModule, variant: str, s
         lr_scheduler=functools.partial(WarmupStableDecay, warmup_steps=10, decay_steps=0.2, min_lr_ratio=0.1),
     )
     keep = KeepBest()
-    trainer = L.Trainer(
-        max_epochs=setting.epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[keep],
-    )
+    trainer = check_trainer(max_epochs=setting.epochs, callbacks=[keep])
     trainer.fit(task, data)
     task.load_state_dict(keep.state)
     task.eval()
