@@ -21,14 +21,15 @@ machine load hits them alike, with the same torch thread count. Throughput: utte
 peak live bytes replayed from the profiler; CUDA: the allocator's peak), ratio ours / FunASR's (< 1: ours smaller).
 
 Structural differences between the two models at the same config dict (found reading FunASR 1.4.16's code):
-- decoder: FunASR's `ParaformerSANMDecoder` layer is an FSMN memory block *instead of* self-attention (a depthwise
-  conv, kernel 11, no bias, over the layer-normed inputs, added to them), then cross-attention (fused K/V projection),
-  then a feed-forward with a LayerNorm on its hidden units and no output bias; after the `decoder_layers` layers comes
-  one more feed-forward-only layer (`decoders3`), then LayerNorm and the output projection. Ours (H4's
-  `ParaformerDecoder` over H3's shared `TransformerDecoder`) has full bidirectional self-attention, cross-attention
-  (separate K and V projections) and a plain feed-forward per layer, a sinusoidal position encoding on the decoder
-  inputs, a final LayerNorm and the output projection. At one config the parameter counts are close but not equal
-  (reported in the rows);
+- decoder: a FunASR `ParaformerSANMDecoder` layer has no self-attention: y = x + Drop(FSMN(LN(FFN(LN(x))))), where
+  FFN(z) = W2 LN(Drop(ReLU(W1 z))) (a LayerNorm on the hidden units, no output bias) and FSMN is the memory block
+  (depthwise conv, kernel 11, no bias, plus identity, padded positions zeroed), then y + Drop(CrossAttn(LN(y), memory))
+  (fused K/V projection); after the `decoder_layers` layers one more layer LN -> FFN *without* a residual
+  (`decoders3`), then LayerNorm and the output projection; no position encoding (order comes from the FSMN). Ours
+  (H4's `ParaformerDecoder` over H3's shared `TransformerDecoder`) is a pre-norm transformer decoder: x + SelfAttn
+  (bidirectional), + CrossAttn (separate K and V projections), + FFN (plain, with output bias), a sinusoidal position
+  encoding added to the inputs, final LayerNorm and output projection. At one config dict the parameter counts are
+  close but not equal (reported in the rows);
 - LayerNorm eps: FunASR 1e-12, ours 1e-5 (torch's default);
 - encoder: the same SAN-M computation (fused QKV, FSMN memory on V added after the output projection, pre-norm, no
   residual on the first layer, input x sqrt(D) + sinusoidal positions from 1, final LayerNorm); ours zeroes padded
@@ -38,11 +39,19 @@ Structural differences between the two models at the same config dict (found rea
   `cif_v1` (float64 prefix sums cast to float32, and a float32 prefix sum of alpha * h differenced at the fires),
   ours with a [B, N, T] overlap matrix and a batched matmul; in training FunASR may drop the last token when the scaled
   weights sum a rounding error below N (a zero embedding), ours always fires N; FunASR pads to round(sum alpha) rows;
+  a frame of weight > 1 (training-time scaling only) fires once in FunASR's loop (the next token then gets a negative
+  share of the following frame), as often as it holds the threshold in ours;
+- padding: FunASR feeds CIF the encoder output with its padded frames unzeroed, so in a padded batch the last real
+  frame's alpha sees a padded frame through the conv's right context and the inference tail (placed at index length,
+  while FunASR appends its zero frame at the end of the batch) integrates a padded frame: a short utterance's result
+  depends on the batch it is in. Ours zeroes padded encoder frames: batched and alone agree (tested);
 - GLM sampler: FunASR replaces floor(lambda * d) embeddings in a Python loop over the batch (`randperm` per
   utterance) and takes the loss on every position; ours replaces ceil(lambda * d) (the paper), batched, and by default
   takes the loss on the positions not replaced (`glm_loss_on_all=False`, the paper and GLAT);
-- losses: FunASR's label-smoothing KL loss (normalised by tokens with length_normalized_loss) and quantity loss summed
-  / batch; ours `F.cross_entropy(label_smoothing)` (mean over tokens) and the mean |sum alpha - N|;
+- losses: FunASR's label-smoothing KL (smoothing / (V - 1) on each wrong class) and its quantity loss
+  sum |sum alpha - N|, both divided by the number of target tokens (length_normalized_loss, as in its configs); ours
+  `F.cross_entropy(label_smoothing)` (smoothing / V on every class, mean over tokens) and |sum alpha - N| averaged
+  over utterances, so the quantity loss weighs about N times more against the cross-entropy in ours;
 - FunASR's forward also computes the first-pass accuracy and `force_gatherable` stats; its inference builds a
   `Hypothesis` per utterance.
 
