@@ -49,10 +49,12 @@ def test_append_eos():
 
 def test_losses_finite_and_backward():
     torch.manual_seed(0)
-    model = tiny(mwer_weight=0.5)
+    model = tiny(mwer_weight=0.5, ctc_weight=0.3)
     batch = toy_batch(3, torch.Generator().manual_seed(0))
     losses = model(*batch)
-    assert set(losses) == {"loss", "ce", "quantity", "glm_replaced", "mwer"}
+    assert set(losses) == {"loss", "ce", "quantity", "glm_replaced", "mwer", "ctc"}
+    expected = 0.7 * losses["ce"] + losses["quantity"] + 0.3 * losses["ctc"] + 0.5 * losses["mwer"]
+    torch.testing.assert_close(losses["loss"], expected)
     assert all(torch.isfinite(value) for value in losses.values())
     losses["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
@@ -118,7 +120,9 @@ def test_decode_returns_no_special_ids():
     assert all(token >= 3 for row in hypotheses for token in row)
 
 
-@pytest.mark.parametrize("bad", [dict(sampling_ratio=1.5), dict(vocab_size=3), dict(mwer_candidates=1)])
+@pytest.mark.parametrize(
+    "bad", [dict(sampling_ratio=1.5), dict(vocab_size=3), dict(mwer_candidates=1), dict(ctc_weight=1.0)]
+)
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         tiny(**bad)
