@@ -4,8 +4,9 @@ label smoothing, decoded greedily or by beam search.
 The AR baseline of "Paraformer: Fast and Accurate Parallel Transformer for Non-autoregressive End-to-End Speech
 Recognition" (Gao et al., 2022, https://arxiv.org/abs/2206.08317), an attention encoder-decoder ("Attention Is All You
 Need", https://arxiv.org/abs/1706.03762; "Listen, Attend and Spell", https://arxiv.org/abs/1508.01211) on the same
-encoder as Paraformer. Tokens are embedded, scaled by sqrt(D) and given FunASR's sinusoidal positions; the decoder
-input is <sos> y and the target y <eos> (<sos> and <eos> share id 1).
+encoder as Paraformer. Tokens are embedded (initialised N(0, 1/D), a deviation from ESPnet's N(0, 1)), scaled by
+sqrt(D) and given FunASR's sinusoidal positions; the decoder input is <sos> y and the target y <eos> (<sos> and <eos>
+share id 1).
 
 Loss: cross-entropy with label smoothing eps, averaged over target tokens. PyTorch's smoothing spreads eps over all V
 classes (ESPnet spreads it over the V - 1 others): a deviation of eps / V in the target's weight. An optional CTC loss
@@ -68,6 +69,9 @@ class AttentionRecognizer(SpeechRecognizer):
         dim = int(encoder.output_dim)
         self.encoder = encoder
         self.embedding = nn.Embedding(vocab_size, dim)
+        # std D^-1/2, so that the sqrt(D)-scaled embeddings start at unit scale like the positions (ESPnet and FunASR
+        # keep PyTorch's N(0, 1), which starts the residual stream at std sqrt(D))
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5)
         self.decoder = TransformerDecoder(dim, num_heads, decoder_layers, ffn_dim, dropout, causal=True)
         self.output = nn.Linear(dim, vocab_size)
         self.ctc = CTCHead(dim, vocab_size) if ctc_weight > 0 else None
