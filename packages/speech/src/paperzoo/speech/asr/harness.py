@@ -1,8 +1,8 @@
 """Train a recognition task for a fixed budget and measure it: the shared loop of the speech claim checks, so
 Paraformer, the autoregressive and the CTC baselines are trained and scored the same way.
 
-- `train_recognizer`: a plain Lightning `Trainer` (no logger, checkpoints, progress bar or validation), a fixed
-  number of optimizer steps, everything seeded: the code path of `paperzoo fit`.
+- `train_recognizer`: core's `check_trainer` (one device; no logger, checkpoints, progress bar or validation), a
+  fixed number of optimizer steps, everything seeded: the code path of `paperzoo fit`.
 - `evaluate_recognizer`: decodes a dataloader (or utterances through a datamodule's features) and reports corpus
   CER and WER (torchmetrics, on the vocabulary's text) and the decoding real-time factor
   RTF = decode wall time / audio duration, once one utterance at a time (batch 1, padding cut off) and once in the
@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from paperzoo.core.checks import check_trainer
 from paperzoo.core.errors import require
 from paperzoo.speech.asr.recognizer import unpad_tokens
 from paperzoo.speech.asr.task import RecognitionTask
@@ -86,16 +87,10 @@ def train_recognizer(
     require(max_steps >= 1, f"max_steps must be >= 1, got {max_steps}")
     L.seed_everything(seed, verbose=False)
     recorder = _LossRecorder()
-    trainer = L.Trainer(
+    trainer = check_trainer(
         max_steps=max_steps,
         accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
         gradient_clip_val=gradient_clip_val,
         callbacks=[recorder],
     )
