@@ -40,7 +40,7 @@ def hand_script(noise=0.0):
         echo=[(0.5, 160)],
         first_start=0.3,
         patience=2.0,
-        response_delay=0.24,
+        response_delays=[0.24, 0.24],
         stop_delay=0.24,
     )
 

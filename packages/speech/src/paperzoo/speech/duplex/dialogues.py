@@ -22,8 +22,9 @@ The room: the microphone hears user + echo + noise. Echo = g1 * playback delayed
 d2 (two reflections), with per-dialogue gains and delays. Noise = stationary coloured noise at a per-dialogue SNR
 against the user's speech, plus random short noise bursts (knocks, clatter) as loud as speech.
 
-The reference (oracle) policy: shift to SPEAK at the first block end >= `response_delay` after the user's turn
-ends; shift to LISTEN at the first block end >= `stop_delay` after user speech first overlaps the model's playback.
+The reference (oracle) policy: shift to SPEAK at the first block end >= the turn's response delay (drawn per turn
+from `response_delay`, as human response gaps vary) after the user's turn ends; shift to LISTEN at the first block
+end >= `stop_delay` after user speech first overlaps the model's playback.
 """
 
 import hashlib
@@ -76,7 +77,9 @@ class DialogueConfig:
         snr_db: (min, max) user speech to stationary noise ratio.
         burst_rate: noise bursts per second (Poisson).
         burst_db: (min, max) burst RMS relative to the speech RMS.
-        response_delay: the reference answers this long after the end of the user's turn.
+        response_delay: (min, max) of the reference's gap between the end of a user turn and its answer, drawn
+            per turn (with one fixed gap, a model imitating the reference never sees an end of turn still
+            unanswered after that gap, so it could not learn to wait longer when unsure).
         stop_delay: the reference stops this long after a barge-in begins.
     """
 
@@ -94,15 +97,15 @@ class DialogueConfig:
     snr_db: tuple[float, float] = (10.0, 30.0)
     burst_rate: float = 0.15
     burst_db: tuple[float, float] = (-6.0, 3.0)
-    response_delay: float = 0.24
+    response_delay: tuple[float, float] = (0.16, 0.56)
     stop_delay: float = 0.24
 
     def __post_init__(self) -> None:
         require(self.turns >= 1, f"a dialogue needs at least one turn, got turns={self.turns}")
         require(self.max_clauses >= 1, f"max_clauses must be >= 1, got {self.max_clauses}")
         require(0.0 <= self.barge_in_prob <= 1.0, f"barge_in_prob must be in [0, 1], got {self.barge_in_prob}")
-        for name in ("pause_seconds", "barge_in_offset", "gap_seconds", "first_start_seconds", "echo_gain",
-                     "echo_delay_ms", "user_gain", "snr_db", "burst_db"):  # fmt: skip
+        for name in ("pause_seconds", "response_delay", "barge_in_offset", "gap_seconds", "first_start_seconds",
+                     "echo_gain", "echo_delay_ms", "user_gain", "snr_db", "burst_db"):  # fmt: skip
             low, high = getattr(self, name)
             require(low <= high, f"{name} must be a (min, max) range, got {(low, high)}")
 
@@ -214,7 +217,7 @@ class DialogueScript:
     echo: list[tuple[float, int]]  # (gain, delay in samples) per echo path
     first_start: float
     patience: float
-    response_delay: float
+    response_delays: list[float]  # per turn: the reference's gap before answering it
     stop_delay: float
     max_samples: int = field(init=False)
 
@@ -278,7 +281,7 @@ def make_script(pool: SpeechPool, config: DialogueConfig, generator: torch.Gener
         echo=echo,
         first_start=_uniform(generator, *config.first_start_seconds),
         patience=config.patience_seconds,
-        response_delay=config.response_delay,
+        response_delays=[_uniform(generator, *config.response_delay) for _ in turns],
         stop_delay=config.stop_delay,
     )
 
@@ -397,8 +400,8 @@ class DuplexEnvironment:
 
 
 class OraclePolicy:
-    """The reference behaviour, with privileged access to the environment's truth: answer `response_delay` after
-    a turn ends, stop `stop_delay` after the user starts speaking over the model."""
+    """The reference behaviour, with privileged access to the environment's truth: answer a turn its response delay
+    after it ends, stop `stop_delay` after the user starts speaking over the model."""
 
     def __init__(self, environment: DuplexEnvironment):
         self.environment = environment
@@ -416,7 +419,9 @@ class OraclePolicy:
         if state == LISTEN:
             self.speaking_since = None
             end = env.current_end
-            return end is not None and env.answered_at is None and now >= end + script.response_delay * SAMPLE_RATE
+            if end is None or env.answered_at is not None:
+                return False
+            return now >= end + script.response_delays[env.next_turn - 1] * SAMPLE_RATE
         if self.speaking_since is None:
             self.speaking_since = b0
         active = env.user_active[self.speaking_since : now].nonzero()

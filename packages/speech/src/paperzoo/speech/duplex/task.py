@@ -37,7 +37,7 @@ class DuplexTask(BaseTask):
         dim: int = 64,
         num_layers: int = 1,
         dropout: float = 0.0,
-        shift_weight: float = 4.0,
+        shift_weight: float = 8.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable = WarmupStableDecay,
     ):
