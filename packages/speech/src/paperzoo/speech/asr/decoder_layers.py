@@ -68,15 +68,20 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        self_kv: tuple[torch.Tensor, torch.Tensor],
         self_mask: torch.Tensor | None,
         memory_kv: tuple[torch.Tensor, torch.Tensor],
         memory_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """x [B, N, D] against projected self keys/values [B, H, N', Dh] and memory keys/values [B, H, T, Dh]."""
-        x = x + self.dropout(self.self_attn.attend(self.self_norm(x), *self_kv, self_mask))
+        cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x [B, N, D] attending to itself (after the cached keys/values [B, H, n, Dh], if any) and to the projected
+        memory keys/values [B, H, T, Dh] -> (y [B, N, D], the self-attention keys/values [B, H, n + N, Dh])."""
+        h = self.self_norm(x)
+        keys, values = self.self_attn.project_kv(h)
+        if cache is not None:
+            keys, values = torch.cat((cache[0], keys), dim=2), torch.cat((cache[1], values), dim=2)
+        x = x + self.dropout(self.self_attn.attend(h, keys, values, self_mask))
         x = x + self.dropout(self.cross_attn.attend(self.cross_norm(x), *memory_kv, memory_mask))
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        return x + self.dropout(self.ffn(self.ffn_norm(x))), (keys, values)
 
 
 class TransformerDecoder(nn.Module):
@@ -136,8 +141,7 @@ class TransformerDecoder(nn.Module):
         self_mask = attention_mask(x.shape[1], key_mask, causal=causal, device=x.device)
         memory_mask = attention_mask(x.shape[1], lengths_to_mask(memory_lengths, memory.shape[1]), causal=False)
         for layer in self.layers:
-            self_kv = layer.self_attn.project_kv(layer.self_norm(x))
-            x = layer(x, self_kv, self_mask, layer.cross_attn.project_kv(memory), memory_mask)
+            x, _ = layer(x, self_mask, layer.cross_attn.project_kv(memory), memory_mask)
         return self.norm(x)
 
     def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> DecoderState:
@@ -159,11 +163,9 @@ class TransformerDecoder(nn.Module):
         # one new position sees every cached one: no self-attention mask needed
         causal = x.shape[1] > 1
         self_mask = attention_mask(x.shape[1], None, causal, query_offset=state.length, device=x.device)
-        for layer, (keys, values), memory_kv in zip(self.layers, state.self_kv, state.memory_kv, strict=True):
-            new_keys, new_values = layer.self_attn.project_kv(layer.self_norm(x))
-            keys, values = torch.cat((keys, new_keys), dim=2), torch.cat((values, new_values), dim=2)
-            new_kv.append((keys, values))
-            x = layer(x, (keys, values), self_mask, memory_kv, state.memory_attention)
+        for layer, cache, memory_kv in zip(self.layers, state.self_kv, state.memory_kv, strict=True):
+            x, kv = layer(x, self_mask, memory_kv, state.memory_attention, cache)
+            new_kv.append(kv)
         state = DecoderState(
             state.memory_kv, state.memory_mask, new_kv, state.length + x.shape[1], state.memory_attention
         )
