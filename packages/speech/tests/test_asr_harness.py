@@ -1,11 +1,24 @@
 """The claim-check harness: a fixed, seeded training budget through Lightning; CER/WER by hand; the real-time factor
-from one-by-one (unpadded) and batched decoding; utterances featurized by the datamodule."""
+from one-by-one (unpadded) and batched decoding; utterances featurized by the datamodule. The baselines' configs:
+the tiny ones build and train, the espeak ones are the Paraformer check's setting."""
+
+from importlib.resources import files
+from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+import yaml
 
 from paperzoo.core.checks import torch_threads
+from paperzoo.core.testing.conformance import (
+    build_from_config,
+    check_forward_backward,
+    check_loss_drops,
+    first_train_batch,
+    fit_tiny_and_round_trip,
+)
 from paperzoo.speech.asr.baselines import AttentionTask, CTCTask
 from paperzoo.speech.asr.harness import evaluate_recognizer, train_recognizer
 from paperzoo.speech.asr.recognizer import SpeechRecognizer
@@ -127,3 +140,35 @@ def test_evaluating_utterances_through_the_datamodule(datamodule):
     assert figures["batch1_rtf"] > 0 and figures["batched_rtf"] > 0
     with pytest.raises(Exception, match="datamodule"):
         evaluate_recognizer(task, test)
+
+
+CONFIGS = files("paperzoo.speech.paraformer.configs")
+
+
+@pytest.mark.parametrize(("name", "task_class"), [("ctc_tiny", CTCTask), ("ar_tiny", AttentionTask)])
+def test_tiny_configs_build_train_and_lower_the_loss(name, task_class):
+    task, data = build_from_config(Path(str(CONFIGS / f"{name}.yaml")))
+    assert type(task) is task_class and task.vocabulary == data.vocabulary
+    batch = first_train_batch(data)
+    check_forward_backward(task, batch)
+    check_loss_drops(task, batch, steps=10)
+
+
+@pytest.mark.parametrize("name", ["ctc_espeak", "ar_espeak"])
+def test_espeak_configs_share_the_paraformer_checks_encoder_data_and_budget(name):
+    """The baselines' real configs are the claim check's setting: Paraformer's config with the model swapped."""
+    ours, paraformer = (yaml.safe_load((CONFIGS / f"{n}.yaml").read_text()) for n in (name, "paraformer_espeak"))
+    assert ours["data"] == paraformer["data"] and ours["trainer"] == paraformer["trainer"]
+    shared = ("encoder", "d_model", "num_heads", "encoder_layers", "ffn_dim", "dropout", "optimizer", "lr_scheduler")
+    for key in shared:
+        assert ours["model"]["init_args"][key] == paraformer["model"]["init_args"][key], key
+    if name == "ar_espeak":
+        for key in ("decoder_layers", "ctc_weight"):
+            assert ours["model"]["init_args"][key] == paraformer["model"]["init_args"][key], key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ctc_tiny", "ar_tiny"])
+def test_tiny_configs_fit_and_round_trip_through_the_cli(name, tmp_path):
+    config = Path(str(CONFIGS / f"{name}.yaml"))
+    fit_tiny_and_round_trip(SimpleNamespace(config=lambda _: config), tmp_path)  # type: ignore[arg-type]
