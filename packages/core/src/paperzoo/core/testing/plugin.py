@@ -4,8 +4,11 @@
   stays open for DDP's gloo rendezvous.
 - Markers: `slow` (claim checks in quick mode, wheel builds), `gpu` (skipped without CUDA) and `peers` (equality
   with peer libraries installed from the `peers` dependency group).
+- Each pytest-xdist worker runs torch on one intra-op thread: `make test` starts one worker per core, and a worker
+  spinning a second OpenMP thread made small-model steps up to 18x slower on the 2-core machine.
 """
 
+import os
 import socket
 from typing import Any
 
@@ -29,6 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: claim checks in quick mode and other long tests (make test-slow)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
     config.addinivalue_line("markers", "peers: compares with a peer library from the `peers` group (make test-peers)")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
