@@ -2,15 +2,17 @@
 and its own output stream per 80 ms block and emits state tokens takes turns and handles barge-ins better than an
 energy-VAD + fixed-timeout pipeline, with the echo of its own voice and background noise in the microphone.
 
-Setting: `DuplexDataModule` dialogues (espeak-ng users in 8 voices, clauses separated by pauses as long as the
-reaction window, barge-ins in 40% of the turns, echo gain 0.15-0.8, stationary noise at 10-30 dB SNR and noise
-bursts). The `DuplexStateModel` (GRU, teacher-forced on the oracle's tokens) is trained for `steps` steps.
+Setting: `DuplexDataModule` dialogues (espeak-ng users in 8 voices, clauses separated by 0.2-0.9 s pauses inside
+a turn, barge-ins in 40% of the turns, echo gain 0.15-0.8, stationary noise at 10-30 dB SNR and noise bursts; the
+reference answers 0.16-0.56 s after a turn ends and stops 0.24 s after a barge-in begins). The `DuplexStateModel`
+(80-bin fbank per 10 ms frame, 8 frames per block, GRU width 64, teacher-forced on the oracle's tokens in 8 s
+windows, `<shift>` weighted 8) is trained for `steps` AdamW steps on one thread.
 
 Both policies are then run CLOSED-LOOP through the same `DuplexScheduler` and environment on the same held-out
 test dialogues (texts unseen in training): the simulated user reacts to what each policy does. Each policy's free
 parameters are chosen on the same training dialogues by the same objective, the mean of turn-taking F1 and barge-in
 F1: the model's `<shift>` probability threshold from `THRESHOLDS`; the VAD's energy threshold, silence timeout,
-speaking threshold and onset length by coordinate search over `VAD_GRID`. The oracle (privileged, the labels'
+speaking threshold and onset length by coordinate search over the `Setting`'s grid. The oracle (privileged, the labels'
 source) is run too, as the ceiling.
 
 Decision rule (fixed before the full run): on the test dialogues, model turn-taking F1 - VAD turn-taking F1 >=
