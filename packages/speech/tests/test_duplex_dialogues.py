@@ -1,6 +1,7 @@
 """The dialogue environment and its reference labels, against a hand-built dialogue whose every block is counted
 by hand; the espeak-ng speech pool and the script generator; the datamodule's batches."""
 
+import pytest
 import torch
 
 from paperzoo.speech.duplex.data import DuplexDataModule, collate_dialogues
@@ -56,6 +57,7 @@ def test_reference_labels_of_a_hand_built_dialogue():
     assert r.stops == [1.68]
     assert r.finishes == [2.8]
     assert r.overlaps == [1.44] and r.late_overlaps == []
+    assert r.barge_ins == [1.44] and r.late_barge_ins == []  # the user's turn 2 is the scripted barge-in
     expected_tokens = [THINK] * 12 + [SHIFT] + [CONTINUE] * 7 + [SHIFT] + [THINK] * 6 + [SHIFT]
     expected_tokens += [CONTINUE] * 6 + [IGNORE] + [THINK] * 7
     assert r.tokens.tolist() == expected_tokens
@@ -76,8 +78,48 @@ def test_reference_labels_of_a_hand_built_dialogue():
     assert torch.equal(r.user, user)
     torch.testing.assert_close(r.mic, user + echo)
     scores = score_dialogues([r]).summary()
-    assert scores["turn-taking F1"] == 1.0 and scores["barge-in F1"] == 1.0
+    assert scores["turn-taking F1"] == 1.0 and scores["barge-in F1"] == 1.0 and scores["scripted barge-in F1"] == 1.0
     assert abs(scores["stop latency s"] - 0.24) < 1e-9
+    assert abs(scores["scripted stop latency s"] - 0.24) < 1e-9
+
+
+class Shifts:
+    """A policy that says <shift> at the end of the given blocks, whatever it hears."""
+
+    def __init__(self, blocks):
+        self.blocks, self.block = set(blocks), 0
+
+    def reset(self):
+        self.block = 0
+
+    def decide(self, mic, playback, state):
+        self.block += 1
+        return self.block - 1 in self.blocks
+
+
+def test_only_scripted_barge_ins_are_barge_ins_when_the_policy_interrupts_a_pause():
+    # turn 1: clauses 0.3-0.8 s and 1.2-1.5 s (0.4 s pause); turn 2 barges in 0.4 s after the model's answer starts
+    turns = [
+        UserTurn([tone(0.5, 0.3), tone(0.3, 0.3)], [int(0.4 * RATE)], barge_in=False, offset=0.5),
+        UserTurn([tone(0.5, 0.2)], [], barge_in=True, offset=0.4),
+    ]
+    script = DialogueScript(
+        turns=turns, responses=[tone(1.0, 0.1), tone(2.0, 0.1)], noise=torch.zeros(RATE * 8), echo=[(0.5, 160)],
+        first_start=0.3, patience=2.0, response_delays=[0.24, 0.24], stop_delay=0.24,
+    )  # fmt: skip
+    # shifts at the ends of blocks 11 (0.96 s: starts in the pause), 17 (1.44 s: stops after the user resumed at
+    # 1.2 s), 20 (1.68 s: answers turn 1, which ended at 1.5 s) and 29 (2.4 s: stops after the barge-in)
+    r = simulate(script, Shifts({11, 17, 20, 29}))
+    assert r.starts == [0.96, 1.68] and r.stops == [1.44, 2.4]
+    assert r.turn_ends == [1.5, 2.58]
+    # turn 2 starts 0.4 s after the answer that began once turn 1 had ended (1.68 s): 2.08 s
+    assert r.overlaps == [1.2, 2.08] and r.late_overlaps == []  # the self-caused overlap at 1.2 s counts here...
+    assert r.barge_ins == [2.08] and r.late_barge_ins == []  # ...not here
+    scores = score_dialogues([r], stop_tolerance=0.8)
+    assert (scores.barge_in.tp, scores.barge_in.fp, scores.barge_in.fn) == (2, 0, 0)
+    s = scores.scripted_barge_in
+    assert (s.tp, s.fp, s.fn) == (1, 1, 0)  # the stop at 1.44 s is a false alarm: no scripted barge-in before it
+    assert s.delays == [pytest.approx(0.32)] and s.f1 == pytest.approx(2 / 3)
 
 
 def test_a_silent_policy_makes_the_user_go_on_after_their_patience():

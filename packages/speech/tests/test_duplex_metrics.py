@@ -46,8 +46,8 @@ def test_counts_add_and_dialogues_are_summed():
     total = EventCounts(1, 2, 3, [0.1]) + EventCounts(4, 5, 6, [0.3])
     assert (total.tp, total.fp, total.fn, total.delays) == (5, 7, 9, [0.1, 0.3])
     dialogues = [
-        SimpleNamespace(starts=[1.2], turn_ends=[1.0], stops=[3.3, 6.0], overlaps=[3.0]),
-        SimpleNamespace(starts=[0.5, 2.0], turn_ends=[1.5], stops=[], overlaps=[4.0]),
+        SimpleNamespace(starts=[1.2], turn_ends=[1.0], stops=[3.3, 6.0], overlaps=[3.0], barge_ins=[3.0]),
+        SimpleNamespace(starts=[0.5, 2.0], turn_ends=[1.5], stops=[], overlaps=[4.0], barge_ins=[4.0]),
     ]
     scores = score_dialogues(dialogues, take_tolerance=0.8, stop_tolerance=0.8)
     assert (scores.turn_taking.tp, scores.turn_taking.fp, scores.turn_taking.fn) == (2, 1, 0)
@@ -57,3 +57,32 @@ def test_counts_add_and_dialogues_are_summed():
     assert summary["barge-in F1"] == pytest.approx(2 / 4)
     assert summary["stop latency s"] == pytest.approx(0.3)
     assert summary["response delay s"] == pytest.approx((0.2 + 0.5) / 2)
+
+
+def test_scripted_barge_in_f1_counts_stops_after_self_caused_overlaps_as_false_alarms():
+    # The policy started in a pause of a user turn, so the user's next clause overlapped it at 1.0 s (not scripted);
+    # scripted barge-ins at 3.0 s (hit by 3.2), 6.0 s (missed) and 9.0 s (the response was about to end: late);
+    # an unscripted overlap after a response that ended anyway at 11.0 s (late overlap).
+    dialogue = SimpleNamespace(
+        starts=[],
+        turn_ends=[],
+        stops=[1.3, 3.2, 5.0, 9.5, 11.1],
+        overlaps=[1.0, 3.0, 6.0],
+        late_overlaps=[9.0, 11.0],
+        barge_ins=[3.0, 6.0],
+        late_barge_ins=[9.0],
+    )
+    scores = score_dialogues([dialogue], stop_tolerance=0.8)
+    # any overlap: 1.3 -> 1.0, 3.2 -> 3.0 hit; 6.0 missed; 5.0 false; 9.5 and 11.1 ignored (late)
+    assert (scores.barge_in.tp, scores.barge_in.fp, scores.barge_in.fn) == (2, 1, 1)
+    # scripted: 3.2 -> 3.0 hit; 6.0 missed; 1.3, 5.0 and 11.1 false alarms; 9.5 ignored (late scripted barge-in)
+    scripted = scores.scripted_barge_in
+    assert (scripted.tp, scripted.fp, scripted.fn) == (1, 3, 1)
+    assert scripted.delays == pytest.approx([0.2])
+    summary = scores.summary()
+    assert summary["barge-in F1"] == pytest.approx(4 / 6)
+    assert summary["scripted barge-in F1"] == pytest.approx(2 / 6)
+    assert summary["scripted barge-in precision"] == pytest.approx(1 / 4)
+    assert summary["scripted barge-in recall"] == pytest.approx(1 / 2)
+    assert summary["scripted barge-ins"] == 2.0 and summary["false stops (scripted)"] == 3.0
+    assert summary["scripted stop latency s"] == pytest.approx(0.2)

@@ -307,6 +307,11 @@ class Rendering:
             the response would still have been playing `stop_delay` later.
         late_overlaps: the other overlap onsets (the response was about to end anyway): a stop right after one is
             neither right nor wrong.
+        barge_ins: onsets of the SCRIPTED barge-ins (user turns the script makes start while the model answers,
+            `UserTurn.barge_in`) that began while the model was speaking and before its response would have run
+            out `stop_delay` later. Unlike `overlaps`, they exclude user speech the policy itself talked over (a
+            start in a pause inside a user turn makes the user's next clause overlap the model).
+        late_barge_ins: scripted barge-in onsets while the model spoke whose response was about to end anyway.
         starts, stops, finishes: when the model shifted to SPEAK, shifted to LISTEN, or ran out of speech.
     """
 
@@ -321,6 +326,8 @@ class Rendering:
     starts: list[float]
     stops: list[float]
     finishes: list[float]
+    barge_ins: list[float] = field(default_factory=list)
+    late_barge_ins: list[float] = field(default_factory=list)
 
     @property
     def num_blocks(self) -> int:
@@ -344,6 +351,8 @@ class DuplexEnvironment:
         self.current_end: int | None = None  # end of the turn placed last, until the model answers it
         self.answered_at: int | None = None  # when the model started answering the last turn
         self.pending = True  # a turn is still to come or being answered
+        self.next_is_barge_in = False  # the scheduled next turn was timed as a barge-in on the model's answer
+        self.barge_in_starts: list[int] = []  # samples: where each turn timed as a barge-in began
 
     def _place_turn(self, start: int) -> None:
         turn = self.script.turns[self.next_turn]
@@ -353,6 +362,8 @@ class DuplexEnvironment:
         for a, b in spans:
             self.user_active[min(start + a, end) : min(start + b, end)] = True
         self.turn_ends.append(end)
+        if self.next_is_barge_in:
+            self.barge_in_starts.append(start + spans[0][0])
         self.current_end, self.answered_at = end, None
         self.next_turn += 1
         self.next_start = None
@@ -378,10 +389,13 @@ class DuplexEnvironment:
         if self.answered_at is None:
             if now >= patience:  # no answer: the user goes on
                 self.next_start = now + int(turn.offset * SAMPLE_RATE)
+                self.next_is_barge_in = False
         elif turn.barge_in:
             self.next_start = self.answered_at + int(turn.offset * SAMPLE_RATE)
+            self.next_is_barge_in = True
         elif state == LISTEN:  # the answer is over
             self.next_start = now + int(turn.offset * SAMPLE_RATE)
+            self.next_is_barge_in = False
 
     def mic_block(self, block: int, playback: torch.Tensor) -> torch.Tensor:
         """Place what starts in this block, record the playback, and mix the microphone block."""
@@ -519,6 +533,12 @@ def simulate_many(
     return [_rendering(e, s, block_samples) for e, s in zip(environments, schedulers, strict=True)]
 
 
+def _plays_past_reference_stop(natural_end: int, onset: int, stop_delay: float, block_samples: int) -> bool:
+    """Whether a response ending by itself at sample `natural_end` would still be playing at the end of the block
+    where the reference stops after a barge-in at `onset` (otherwise it runs out first: no barge-in to handle)."""
+    return natural_end > math.ceil((onset + stop_delay) / block_samples) * block_samples
+
+
 def _rendering(environment: DuplexEnvironment, scheduler: DuplexScheduler, block_samples: int) -> Rendering:
     blocks = len(scheduler.states)
     size = blocks * block_samples
@@ -528,6 +548,7 @@ def _rendering(environment: DuplexEnvironment, scheduler: DuplexScheduler, block
     responses = environment.script.responses
     stop_delay = environment.script.stop_delay * SAMPLE_RATE
     overlaps, late_overlaps = [], []  # per response (a run of SPEAK blocks): the first user-active sample
+    barge_ins, late_barge_ins = [], []  # the scripted barge-in onsets inside a response
     block, run = 0, 0
     while block < blocks:
         if not playing[block]:
@@ -536,14 +557,16 @@ def _rendering(environment: DuplexEnvironment, scheduler: DuplexScheduler, block
         last = block
         while last + 1 < blocks and playing[last + 1]:
             last += 1
+        natural_end = block * block_samples + responses[run % len(responses)].numel()
         active = user_blocks[block : last + 1].reshape(-1).nonzero()
         if active.numel():
             onset = block * block_samples + int(active[0])
-            natural_end = block * block_samples + responses[run % len(responses)].numel()
-            # a barge-in only when the response would still be playing at the end of the block where the
-            # reference stops (otherwise it runs out first)
-            reference_stop = math.ceil((onset + stop_delay) / block_samples) * block_samples
-            (overlaps if natural_end > reference_stop else late_overlaps).append(onset / SAMPLE_RATE)
+            playing_on = _plays_past_reference_stop(natural_end, onset, stop_delay, block_samples)
+            (overlaps if playing_on else late_overlaps).append(onset / SAMPLE_RATE)
+        for onset in environment.barge_in_starts:
+            if block * block_samples <= onset < (last + 1) * block_samples:
+                playing_on = _plays_past_reference_stop(natural_end, onset, stop_delay, block_samples)
+                (barge_ins if playing_on else late_barge_ins).append(onset / SAMPLE_RATE)
         block, run = last + 1, run + 1
     return Rendering(
         mic=environment.mic[:size].clone(),
@@ -557,6 +580,8 @@ def _rendering(environment: DuplexEnvironment, scheduler: DuplexScheduler, block
         starts=events["start"],
         stops=events["stop"],
         finishes=events["finished"],
+        barge_ins=barge_ins,
+        late_barge_ins=late_barge_ins,
     )
 
 

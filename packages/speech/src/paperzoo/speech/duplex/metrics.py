@@ -12,7 +12,14 @@ earliest unmatched prediction in its window, which gives the maximum matching fo
   `<shift>`, not running out of speech), window [onset, onset + `stop_tolerance`]: a stop on echo or noise is a
   false positive; stop latency = stop - onset over the matched pairs. An overlap so close to the end of the
   response that it would run out before the reference stops (`Rendering.late_overlaps`) is no barge-in: a stop
-  within its window is ignored.
+  within its window is ignored. This counts ANY user speech over the model, including speech the policy caused by
+  starting in a pause inside a user turn (the user's next clause then overlaps it): a policy that interrupts and
+  then stops gets credit for its own interruptions, so this figure is inflated for such policies;
+- scripted barge-in: the same, with references = onsets of the SCRIPTED barge-ins only (turns the dialogue script
+  times to start during the model's answer, `Rendering.barge_ins`) that began while the model was speaking.
+  Every stop not matched to one is a false alarm, including stops after user speech the policy talked over; stops
+  within the window of a scripted barge-in whose response was about to end anyway (`Rendering.late_barge_ins`)
+  are ignored.
 """
 
 import statistics
@@ -84,9 +91,11 @@ class DuplexScores:
     """Turn-taking and barge-in counts over a set of dialogues."""
 
     turn_taking: EventCounts
-    barge_in: EventCounts
+    barge_in: EventCounts  # references: any user speech over the model (includes self-caused overlaps)
+    scripted_barge_in: EventCounts = field(default_factory=EventCounts)  # references: scripted barge-ins only
 
     def summary(self) -> dict[str, float]:
+        scripted = self.scripted_barge_in
         return {
             "turn-taking F1": self.turn_taking.f1,
             "turn-taking precision": self.turn_taking.precision,
@@ -98,18 +107,33 @@ class DuplexScores:
             "stop latency s": self.barge_in.mean_delay,
             "barge-ins": float(self.barge_in.tp + self.barge_in.fn),
             "false stops": float(self.barge_in.fp),
+            "scripted barge-in F1": scripted.f1,
+            "scripted barge-in precision": scripted.precision,
+            "scripted barge-in recall": scripted.recall,
+            "scripted stop latency s": scripted.mean_delay,
+            "scripted barge-ins": float(scripted.tp + scripted.fn),
+            "false stops (scripted)": float(scripted.fp),
         }
 
 
 def score_dialogues(
     renderings: Iterable[object], take_tolerance: float = TAKE_TOLERANCE, stop_tolerance: float = STOP_TOLERANCE
 ) -> DuplexScores:
-    """Turn-taking and barge-in counts summed over `renderings` (each with `starts`, `turn_ends`, `stops`,
-    `overlaps` and optionally `late_overlaps`, as `dialogues.Rendering`)."""
-    turn_taking, barge_in = EventCounts(), EventCounts()
+    """Turn-taking, barge-in and scripted barge-in counts summed over `renderings` (each with `starts`,
+    `turn_ends`, `stops`, `overlaps`, `barge_ins` and optionally `late_overlaps`, `late_barge_ins`, as
+    `dialogues.Rendering`)."""
+    turn_taking, barge_in, scripted = EventCounts(), EventCounts(), EventCounts()
+
+    def unexplained(stops: list[float], late: list[float]) -> list[float]:  # stops right after `late` are neither
+        return [s for s in stops if not any(0.0 <= s - o <= stop_tolerance for o in late)]
+
     for r in renderings:
         turn_taking += match_events(r.starts, r.turn_ends, take_tolerance)  # type: ignore[attr-defined]
-        late = getattr(r, "late_overlaps", [])  # stops right after these are neither right nor wrong
-        stops = [s for s in r.stops if not any(0.0 <= s - o <= stop_tolerance for o in late)]  # type: ignore[attr-defined]
-        barge_in += match_events(stops, r.overlaps, stop_tolerance)  # type: ignore[attr-defined]
-    return DuplexScores(turn_taking, barge_in)
+        stops = r.stops  # type: ignore[attr-defined]
+        barge_in += match_events(unexplained(stops, getattr(r, "late_overlaps", [])), r.overlaps, stop_tolerance)  # type: ignore[attr-defined]
+        scripted += match_events(
+            unexplained(stops, getattr(r, "late_barge_ins", [])),
+            r.barge_ins,  # type: ignore[attr-defined]
+            stop_tolerance,
+        )
+    return DuplexScores(turn_taking, barge_in, scripted)
