@@ -48,9 +48,9 @@ DECIDED = ("turn-taking F1", "scripted barge-in F1")
 RULE_CHANGE = (
     "The barge-in criterion uses the scripted barge-ins only; the first full run decided on the barge-in F1 over "
     "any user speech overlapping the model, which credited stops after overlaps a policy caused itself by starting "
-    "in a pause inside a user turn (212 such events for the model vs 36 scripted for the oracle). The rule was "
-    "changed before this rerun because the old metric credited self-caused events, not because of the outcome; "
-    "model, training budget, threshold grids and tuning objective are unchanged."
+    "in a pause inside a user turn (212 overlap events in all for the model, 36 scripted ones for the oracle). The "
+    "rule was changed before this rerun because the old metric credited self-caused events, not because of the "
+    "outcome; model, training budget, threshold grids and tuning objective are unchanged."
 )
 THRESHOLDS = (0.2, 0.35, 0.5, 0.65)
 
