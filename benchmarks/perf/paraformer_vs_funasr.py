@@ -1,19 +1,22 @@
 """Paraformer forward, forward + backward and decoding: paperzoo against FunASR's `Paraformer`, same config dicts.
 
-One config dict (widths, depths, vocabulary, CIF and GLM settings) builds both models: ours
+One config dict (widths, depths, vocabulary, CIF, GLM and CTC settings) builds both models: ours
 (`paperzoo.speech.paraformer.model.Paraformer`, SAN-M encoder) and FunASR's (`funasr.models.paraformer.model.Paraformer`
-with `SANMEncoder` (input_layer "pe"), `ParaformerSANMDecoder` and `CifPredictorV2`, ctc_weight 0, predictor_bias 1,
-as in its paraformer configs). Our encoder and CIF predictor weights are copied into FunASR's (`port_encoder_predictor`:
-the structures match, up to LayerNorm eps), so CIF fires the same number of tokens in both and the decoders see the
-same lengths; the decoders cannot share weights (see the differences below). Three modes on the same random batch
-(LFR-sized features [B, T, F], T spread from T/2 to T, targets of `--tokens-per-frame` x T tokens, ids >= 3):
+with `SANMEncoder` (input_layer "pe"), `ParaformerSANMDecoder` and `CifPredictorV2`, predictor_bias 1 and ctc_weight 0
+as in its paraformer configs; `--ctc-weight` gives both the auxiliary CTC loss). Our encoder and CIF predictor weights
+are copied into FunASR's (`port_encoder_predictor`: the structures match, up to LayerNorm eps), so CIF fires the same
+number of tokens in both and the decoders see the same lengths; the decoders cannot share weights (see the
+differences below). The modes, on the same random batch (LFR-sized features [B, T, F], T spread from T/2 to T,
+targets of `--tokens-per-frame` x T tokens, ids >= 3):
 
 - `forward`: the training forward pass (train mode: dropout, GLM sampler with its no-grad first decoder pass, the
   quantity loss), autograd on, no backward;
 - `forward+backward`: the same and `loss.backward()`;
 - `decode`: inference (eval, no grad): encoder, CIF with the 0.45 tail, one decoder pass, argmax. Ours is
   `Paraformer.decode`; FunASR's is `Paraformer.inference(..., data_type="fbank")` (greedy, no tokenizer: its
-  per-utterance Python post-processing is part of its decode, as ours is of ours).
+  per-utterance Python post-processing is part of its decode, as ours is of ours);
+- `encoder`, `cif`, `decoder`: the parts of decoding alone (eval, no grad), each model on its own upstream outputs:
+  the encoder and the CIF predictor with the same weights, the decoder (different structures) on the fired embeddings.
 
 Per mode the two run interleaved, in rotated order, over `--rounds` rounds after a warmup call (median reported), so
 machine load hits them alike, with the same torch thread count. Throughput: utterances/s; ratio = ours / FunASR's
@@ -81,6 +84,8 @@ from paperzoo.core.profiling import device_name, peak_memory_bytes, synchronize
 from paperzoo.speech.paraformer.model import Paraformer
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ("encoder", "cif", "decoder")
+MODES = ("forward", "forward+backward", "decode", *PARTS)
 OURS, THEIRS = "paperzoo Paraformer", "FunASR Paraformer"
 
 
@@ -96,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ffn-dim", type=int, default=1024)
     parser.add_argument("--encoder-layers", type=int, default=12)
     parser.add_argument("--decoder-layers", type=int, default=6)
-    parser.add_argument("--modes", nargs="+", default=["forward", "forward+backward", "decode"])
+    parser.add_argument("--ctc-weight", type=float, default=0.0, help="auxiliary CTC loss on the encoder (both)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions; the median is reported")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -123,6 +129,7 @@ def model_config(args: argparse.Namespace) -> dict[str, Any]:
         "tail_threshold": 0.45,
         "sampling_ratio": 0.75,
         "label_smoothing": 0.1,
+        "ctc_weight": args.ctc_weight,
     }
 
 
@@ -143,12 +150,13 @@ def build_ours(config: dict[str, Any]) -> Paraformer:
         tail_threshold=config["tail_threshold"],
         sampling_ratio=config["sampling_ratio"],
         label_smoothing=config["label_smoothing"],
+        ctc_weight=config["ctc_weight"],
     )
 
 
 def funasr_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     """FunASR's `Paraformer(**kwargs)` for `config`: its model_conf, encoder_conf, decoder_conf and predictor_conf as
-    in FunASR's paraformer configs (SAN-M encoder with input_layer "pe", no CTC, <eos> appended: predictor_bias 1)."""
+    in FunASR's paraformer configs (SAN-M encoder with input_layer "pe", <eos> appended: predictor_bias 1)."""
     return {
         "encoder": "SANMEncoder",
         "encoder_conf": {
@@ -188,7 +196,7 @@ def funasr_kwargs(config: dict[str, Any]) -> dict[str, Any]:
         },
         "input_size": config["input_dim"],
         "vocab_size": config["vocab_size"],
-        "ctc_weight": 0.0,
+        "ctc_weight": config["ctc_weight"],
         "lsm_weight": config["label_smoothing"],
         "length_normalized_loss": True,
         "predictor_weight": 1.0,
@@ -302,7 +310,43 @@ def mode_runs(
             return [result["token_int"] for result in results]
 
         return {OURS: our_decode, THEIRS: their_decode}
-    raise ValueError(f"unknown mode {mode!r}; expected forward, forward+backward or decode")
+    if mode in PARTS:
+        return part_runs(ours, theirs, features, lengths, mode)
+    raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+
+
+def part_runs(
+    ours: nn.Module, theirs: nn.Module, features: torch.Tensor, lengths: torch.Tensor, part: str
+) -> dict[str, Callable[[], Any]]:
+    """One inference part alone (eval, no grad), each model on its own upstream outputs: "encoder" (same weights),
+    "cif" (the predictor with the tail on the encoder output, same weights) or "decoder" (one pass on the fired
+    embeddings; different structures)."""
+    with torch.no_grad():
+        memory, memory_lengths = ours.encoder(features, lengths)
+        encoded, encoded_lengths = theirs.encode(features, lengths)
+        fired = ours.predictor(memory, memory_lengths)
+        embeddings, token_num, _, _ = theirs.calc_predictor(encoded, encoded_lengths)
+    token_num = token_num.round().long()
+    calls = {
+        "encoder": (lambda: ours.encoder(features, lengths), lambda: theirs.encode(features, lengths)),
+        "cif": (
+            lambda: ours.predictor(memory, memory_lengths),
+            lambda: theirs.calc_predictor(encoded, encoded_lengths),
+        ),
+        "decoder": (
+            lambda: ours.decoder(fired.embeddings, fired.lengths, memory, memory_lengths),
+            lambda: theirs.cal_decoder_with_predictor(encoded, encoded_lengths, embeddings, token_num),
+        ),
+    }[part]
+
+    def no_grad(call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with torch.no_grad():
+                return call()
+
+        return run
+
+    return {OURS: no_grad(calls[0]), THEIRS: no_grad(calls[1])}
 
 
 @torch.no_grad()
@@ -361,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = tuple(t.to(device) for t in make_batch(config, args.batch_size, frames, args.tokens_per_frame, 1))
         for mode in args.modes:
             for model in (ours, theirs):
-                model.train(mode != "decode")
+                model.train(mode.startswith("forward"))
             runs = mode_runs(ours, theirs, batch, mode)
             if mode == "decode":
                 counts_equal.append(bool(torch.equal(*cif_counts(ours, theirs, batch))))
@@ -390,16 +434,18 @@ def main(argv: list[str] | None = None) -> None:
     notes = (
         f"Same config dict: D={args.d_model}, H={args.num_heads}, FFN={args.ffn_dim}, {args.encoder_layers} SAN-M "
         f"encoder layers, {args.decoder_layers} decoder layers, V={args.vocab_size}, F={args.input_dim}, kernel 11, "
-        f"dropout 0.1, GLM lambda 0.75, tail 0.45; B={args.batch_size} utterances of T/2..T LFR frames, "
-        f"{args.tokens_per_frame} target tokens per frame; float32. Encoder and CIF predictor weights ported into "
-        "FunASR's model (same structure); the decoders differ in structure (FunASR: FSMN memory block instead of "
-        "self-attention, an extra feed-forward-only layer; ours: self-attention + positions), hence the parameter "
-        "counts. forward = training loss (GLM first pass included), forward+backward adds backward, decode = "
-        "greedy inference with the CIF tail (FunASR: Paraformer.inference on fbank tensors). Medians of "
-        f"{args.rounds} interleaved rounds after a warmup call; rounds of one implementation spread by up to "
-        f"{max(spreads):.0%}. throughput ratio = FunASR's time / ours (>1: ours faster); memory ratio = our peak / "
-        "FunASR's (<1: ours smaller), peak = paperzoo.core.profiling.peak_memory_bytes of one call. CIF emitted the "
-        f"same token counts in decode: {'yes' if all(counts_equal) else 'no'}. Differences: module docstring."
+        f"dropout 0.1, GLM lambda 0.75, tail 0.45, CTC weight {args.ctc_weight}; B={args.batch_size} utterances of "
+        f"T/2..T LFR frames, {args.tokens_per_frame} target tokens per frame; float32. Encoder and CIF predictor "
+        "weights ported into FunASR's model (same structure); the decoders differ in structure (FunASR: an FSMN "
+        "memory block instead of self-attention, an extra feed-forward-only layer; ours: self-attention + "
+        "positions), hence the parameter counts. forward = training loss (GLM first pass included), "
+        "forward+backward adds backward, decode = greedy inference with the CIF tail (FunASR: Paraformer.inference "
+        "on fbank tensors); encoder, cif, decoder = those parts of decoding alone (eval, no grad; encoder and cif on "
+        f"the same weights). Medians of {args.rounds} interleaved rounds after a warmup call; rounds of one "
+        f"implementation spread by up to {max(spreads):.0%}. throughput ratio = FunASR's time / ours (>1: ours "
+        "faster); memory ratio = our peak / FunASR's (<1: ours smaller), peak = "
+        "paperzoo.core.profiling.peak_memory_bytes of one call. CIF emitted the same token counts in decode: "
+        f"{'yes' if all(counts_equal) else 'no'}. Differences: module docstring."
     )
     record = {
         "title": "Paraformer vs FunASR Paraformer: forward, forward + backward, decode",
