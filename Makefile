@@ -28,11 +28,13 @@ test-fast:
 test-slow: setup  ## claim checks in quick mode, wheel builds
 	$(RUN) pytest -n 2 -m slow
 
-peers: setup  ## the peer libraries (peers group; granite-tsfm and pylate without their torch/transformers pins)
+peers: setup  ## the peer libraries (peers group; granite-tsfm, pylate and FunASR's model code without their pins)
 	$(UV) sync --all-packages --frozen --group peers
 	$(UV) pip install --python .venv/bin/python --no-deps "granite-tsfm>=0.3" "pylate>=1.6"
+	$(UV) pip install --python .venv/bin/python --no-deps "funasr==1.4.16" "rapidfuzz>=3.9" "six>=1.16" "kaldiio>=2.18" \
+		"librosa>=0.10" "lazy-loader>=0.4" "torch-complex>=0.4"
 
-test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python, mambapy)
+test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python, mambapy, FunASR)
 	$(UV) run --frozen --all-packages --group peers pytest -n 2 -m peers
 
 check: setup  ## full-mode claim check of KEY (default wsd), written to benchmarks/results/KEY.json
@@ -54,6 +56,7 @@ bench: peers  ## performance benchmarks against peer libraries (installs the pee
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/muvera_vs_muvera_python.py --threads 1 \
 		--documents 500 --queries 500 --rounds 3 --search-queries 200
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/mamba_scan.py --threads 1
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/paraformer_vs_funasr.py --threads 1 --rounds 7
 
 build:  ## one wheel per member into dist/
 	$(UV) build --all-packages --out-dir dist
