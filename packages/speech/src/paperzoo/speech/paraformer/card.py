@@ -19,6 +19,9 @@ CARD = MethodCard(
         "paperzoo.speech.paraformer.mwer:mwer_loss",
         "paperzoo.speech.paraformer.mwer:sample_candidates",
         "paperzoo.speech.asr.encoder:build_encoder",
+        "paperzoo.speech.asr.baselines:CTCTask",
+        "paperzoo.speech.asr.baselines:AttentionTask",
+        "paperzoo.speech.asr.harness:evaluate_recognizer",
         "paperzoo.speech.data.datamodule:SpeechDataModule",
     ),
     claim=(
