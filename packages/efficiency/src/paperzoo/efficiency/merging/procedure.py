@@ -87,7 +87,7 @@ def _task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Cont
 def _ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
     deltas = _deltas(base, tensors, ctx)
     density = float(ctx.params["density"])
-    thresholds = ctx.thresholds or [None] * len(tensors)
+    thresholds: list[float | None] = list(ctx.thresholds) if ctx.thresholds else [None] * len(tensors)
     trimmed = torch.stack([d * magnitude_mask(d, density, thr) for d, thr in zip(deltas, thresholds, strict=True)])
     return base.float() + float(ctx.params["lambda_"]) * ties_merge(trimmed, ctx.weights.to(deltas.device))
 
