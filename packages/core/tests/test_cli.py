@@ -108,6 +108,20 @@ def test_run_validates_typed_arguments_before_work(capsys, toy_card, tmp_path):
     assert code == 0 and "scaled w.pt by 0.5 keep_bias=False" in out
 
 
+def test_merge_verb_is_run_merge(capsys, monkeypatch, tmp_path):
+    base = discover_cards()["wsd"]
+    merge = replace(base, key="merge", kind="posthoc", config_package=None, run=f"{__name__}:scale_weights", task=None)
+    monkeypatch.setattr(card_module, "discover_cards", lambda: {"merge": merge, "wsd": base})
+    checkpoint = tmp_path / "w.pt"
+    torch.save({}, checkpoint)
+    config = tmp_path / "merge.yaml"
+    config.write_text(f"checkpoint: {checkpoint}\nfactor: 2.0\n")
+    for verb in (["merge"], ["run", "merge"]):
+        code, out, _ = run_cli(capsys, *verb, "--config", str(config))
+        assert code == 0 and "scaled w.pt by 2.0 keep_bias=True" in out
+    assert_user_error(capsys, ["merge", "--config", str(config), "--factor=big"], "factor")
+
+
 def test_failing_check_is_written_and_reported_as_failing(capsys, toy_card, tmp_path):
     out_file = tmp_path / "results" / "toy.json"
     code, out, _ = run_cli(capsys, "check", "toy", "--out", str(out_file))

@@ -5,6 +5,7 @@
     paperzoo check KEY [--quick] [--out PATH]
     paperzoo report [--results DIR] [--out FILE]
     paperzoo run KEY --config X.yaml
+    paperzoo merge --config merge.yaml          (shorthand for `paperzoo run merge`)
 
 The four Lightning verbs run LightningCLI in subclass mode over `BaseTask` and `BaseDataModule` (torchgeo's
 pattern); every installed domain is imported through its method cards first, so short class names resolve.
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS.md"))
     sub.add_parser("run", help="run a non-training method: paperzoo run KEY --config X.yaml", add_help=False)
+    sub.add_parser("merge", help="merge checkpoints: paperzoo merge --config merge.yaml (= run merge)", add_help=False)
     return parser
 
 
@@ -184,6 +186,9 @@ def dispatch(argv: list[str]) -> None:
         return
     if argv and argv[0] == "run":
         run_main(argv[1:])
+        return
+    if argv and argv[0] == "merge":
+        run_main(argv)  # the verb is the method key
         return
     args = build_parser().parse_args(argv)
     {"list": list_main, "check": check_main, "report": report_main}[args.command](args)
