@@ -5,7 +5,8 @@ import torch
 
 from paperzoo.core.errors import ConfigError
 from paperzoo.core.testing.conformance import check_no_mutation
-from paperzoo.efficiency.merging.procedure import merge, method_names, method_parameters
+from paperzoo.efficiency.merging.procedure import merge, merge_iter, method_names, method_parameters
+from paperzoo.efficiency.merging.sparsify import generator_for, random_drop
 
 
 def _offset(base: dict[str, torch.Tensor], deltas: dict[str, list[float]]) -> dict[str, torch.Tensor]:
@@ -38,19 +39,20 @@ def test_ties_hand_computed_three_models() -> None:
 
 def _naive_ties(base, models, density, scope, lam):  # noqa: ANN001, ANN202 - reference written as plain loops
     names = list(base)
+    densities = density if isinstance(density, list) else [density] * len(models)
     deltas = [{n: (m[n].float() - base[n].float()).reshape(-1).tolist() for n in names} for m in models]
 
-    def threshold(values: list[float]) -> float:
+    def threshold(values: list[float], density: float) -> float:
         k = round(density * len(values))
         return sorted((abs(v) for v in values), reverse=True)[k - 1] if k else float("inf")
 
     kept = []
-    for d in deltas:
+    for d, rho in zip(deltas, densities, strict=True):
         if scope == "global":
-            t = threshold([v for n in names for v in d[n]])
+            t = threshold([v for n in names for v in d[n]], rho)
             kept.append({n: [v if abs(v) >= t else 0.0 for v in d[n]] for n in names})
         else:
-            kept.append({n: [v if abs(v) >= threshold(d[n]) else 0.0 for v in d[n]] for n in names})
+            kept.append({n: [v if abs(v) >= threshold(d[n], rho) else 0.0 for v in d[n]] for n in names})
     out = {}
     for n in names:
         values = []
@@ -73,6 +75,61 @@ def test_ties_matches_naive_loop(scope: str) -> None:
     expected = _naive_ties(base, models, 0.3, scope, 0.7)
     for name in base:
         torch.testing.assert_close(out[name], expected[name])
+
+
+@pytest.mark.parametrize("scope", ["global", "tensor"])
+def test_ties_per_model_density_matches_naive_loop(scope: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    base = {"a": torch.randn(5, 6, generator=g), "b": torch.randn(9, generator=g)}
+    models = [{n: t + torch.randn(t.shape, generator=g) for n, t in base.items()} for _ in range(3)]
+    densities = [0.1, 0.5, 0.9]
+    out = merge(base, models, "ties", scope=scope, model_params=[{"density": d} for d in densities])
+    expected = _naive_ties(base, models, densities, scope, 1.0)
+    for name in base:
+        torch.testing.assert_close(out[name], expected[name])
+    # an empty override keeps the global value
+    partial = merge(
+        base, models, "ties", density=0.5, scope=scope, model_params=[{"density": 0.1}, {}, {"density": 0.9}]
+    )
+    for name in base:
+        torch.testing.assert_close(partial[name], expected[name])
+
+
+def test_dare_per_model_drop_rate() -> None:
+    g = torch.Generator().manual_seed(6)
+    base = {"w": torch.randn(40, generator=g)}
+    deltas = [torch.randn(40, generator=g) for _ in range(2)]
+    models = [{"w": base["w"] + d} for d in deltas]
+    out = merge(
+        base,
+        models,
+        "dare_task_arithmetic",
+        seed=3,
+        model_params=[{"drop_rate": 0.0}, {"drop_rate": 0.5, "rescale": False}],
+    )
+    # model 0 is kept whole, model 1 dropped at 0.5 with its own (seed, model, tensor) mask and no rescale
+    expected = base["w"] + deltas[0] + random_drop(deltas[1], 0.5, generator_for(3, 1, "w"), rescale=False)
+    torch.testing.assert_close(out["w"], expected)
+
+
+def test_merge_iter_streams_what_merge_returns() -> None:
+    g = torch.Generator().manual_seed(7)
+    base = {"b": torch.randn(3, generator=g), "a": torch.randn(2, 2, generator=g), "ids": torch.arange(3)}
+    models = [
+        {n: t + 1 if not t.is_floating_point() else t + torch.randn(t.shape, generator=g) for n, t in base.items()}
+        for _ in range(2)
+    ]
+    for method in method_names():
+        items = list(merge_iter(base, models, method, seed=1))
+        assert [name for name, _ in items] == list(base)  # the base's order, one item per tensor
+        whole = merge(base, models, method, seed=1)
+        for name, tensor in items:
+            assert torch.equal(tensor, whole[name])
+    # arguments are validated when merge_iter is called, before any item is requested
+    with pytest.raises(ConfigError, match="density=2.0"):
+        merge_iter(base, models, "ties", density=2.0)
+    with pytest.raises(ConfigError, match=r"model_params\[1\]: density=0.0"):
+        merge_iter(base, models, "ties", model_params=[{}, {"density": 0.0}])
 
 
 def test_global_and_tensor_thresholds_differ() -> None:
@@ -185,3 +242,22 @@ def test_errors_name_the_value() -> None:
     assert method_parameters("dare_ties") == {"drop_rate": 0.9, "rescale": True, "lambda_": 1.0}
     with pytest.raises(ConfigError, match="'nope'"):
         method_parameters("nope")
+
+
+def test_model_params_errors_name_the_model_and_parameter() -> None:
+    base = {"w": torch.zeros(2)}
+    models = [{"w": torch.ones(2)}, {"w": -torch.ones(2)}]
+    with pytest.raises(ConfigError, match=r"model_params\[1\]: drop_rate=1.5 is out of range"):
+        merge(base, models, "dare_ties", model_params=[{"drop_rate": 0.1}, {"drop_rate": 1.5}])
+    with pytest.raises(ConfigError, match=r"model_params\[0\]: parameter 'lambda_'.*whole merge.*: density"):
+        merge(base, models, "ties", model_params=[{"lambda_": 2.0}, {}])
+    with pytest.raises(ConfigError, match=r"model_params\[1\]: unknown parameter 'densty'"):
+        merge(base, models, "ties", model_params=[{}, {"densty": 0.5}])
+    with pytest.raises(ConfigError, match=r"model_params\[0\]: parameter 'lambda_'.*per-model parameters: none"):
+        merge(base, models, "task_arithmetic", model_params=[{"lambda_": 2.0}, {}])
+    with pytest.raises(ConfigError, match="model_params has 1 entries for 2 models"):
+        merge(base, models, "ties", model_params=[{}])
+    with pytest.raises(ConfigError, match=r"model_params\[1\]=0.5 is not a mapping"):
+        merge(base, models, "ties", model_params=[{}, 0.5])
+    with pytest.raises(ConfigError, match=r"model_params\[0\]: rescale='yes'"):
+        merge(base, models, "dare_ties", model_params=[{"rescale": "yes"}, {}])

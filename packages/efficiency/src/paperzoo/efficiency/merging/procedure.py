@@ -16,10 +16,14 @@ not floating point (integer buffers such as position ids or BatchNorm's num_batc
 an `exclude` pattern (fnmatch, e.g. "classifier.*") are copied from the base. Global TIES thresholds take one extra
 pass over the models (one model's magnitudes at a time). Inputs may be any mapping of name -> tensor (a lazy one
 loads each tensor when indexed).
+
+`merge_iter` yields the merged tensors one at a time (what `merge` collects, and what a writer can stream to disk);
+`model_params` overrides a method's per-model parameters (ties: density; DARE: drop_rate, rescale) for one model,
+as mergekit's per-model parameters do; parameters of the whole merge (lambda_, scope) cannot be overridden.
 """
 
 import fnmatch
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +34,50 @@ from paperzoo.efficiency.merging.consensus import ties_merge
 from paperzoo.efficiency.merging.sparsify import generator_for, global_threshold, magnitude_mask, random_drop
 from paperzoo.efficiency.merging.task_vector import StateDict, check_compatible, task_vector
 
-__all__ = ["METHODS", "Method", "StateDict", "merge", "method_names", "method_parameters", "validate_parameters"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "Sources",
+    "StateDict",
+    "merge",
+    "merge_iter",
+    "method_names",
+    "method_parameters",
+    "validate_model_parameters",
+    "validate_parameters",
+]
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What a method's `prepare` pass sees: the inputs, the names it merges, and the validated parameters."""
+
+    base: Mapping[str, torch.Tensor]
+    models: Sequence[Mapping[str, torch.Tensor]]
+    names: tuple[str, ...]  # the merged (floating point, not excluded) tensors, in the base's order
+    weights: torch.Tensor  # (K,) float32
+    params: dict[str, Any]  # the global parameters
+    model_params: tuple[dict[str, Any], ...]  # per model: the global parameters with its overrides
+
+    def deltas(self, index: int) -> Callable[[], Iterator[torch.Tensor]]:
+        """A function returning a fresh iterator over model `index`'s task vector, one float32 tensor at a time."""
+
+        def stream() -> Iterator[torch.Tensor]:
+            model = self.models[index]
+            for name in self.names:
+                yield task_vector(self.base[name].detach(), model[name].detach(), name)
+
+        return stream
+
+    def all_deltas(self) -> Callable[[], Iterator[tuple[str, torch.Tensor]]]:
+        """A function returning a fresh iterator of (name, deltas (K, *shape) float32), one tensor name at a time."""
+
+        def stream() -> Iterator[tuple[str, torch.Tensor]]:
+            for name in self.names:
+                base = self.base[name].detach()
+                yield name, torch.stack([task_vector(base, model[name].detach(), name) for model in self.models])
+
+        return stream
 
 
 @dataclass(frozen=True)
@@ -39,22 +86,31 @@ class _Context:
 
     name: str
     weights: torch.Tensor  # (K,) float32
-    params: dict[str, Any]
+    params: dict[str, Any]  # global parameters
+    model_params: tuple[dict[str, Any], ...]  # per model: global parameters with that model's overrides
     seed: int
-    thresholds: list[float] | None  # per model, for global-scope TIES
+    prepared: Any  # what the method's `prepare` returned (global statistics), None without one
 
 
 _Combine = Callable[[torch.Tensor, list[torch.Tensor], _Context], torch.Tensor]
+_Prepare = Callable[[Sources], Any]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A merge method: its parameters with defaults, and the function merging one tensor (returns float32)."""
+    """A merge method: its parameters with defaults, and the function merging one tensor (returns float32).
+
+    `per_model` names the parameters a model may override (`model_params`); `prepare`, when given, runs before
+    the merge over all the tensors (streamed) and returns global statistics the per-tensor function reads from
+    `ctx.prepared` (e.g. one magnitude threshold per model over its whole task vector).
+    """
 
     name: str
     description: str
     combine: _Combine
     parameters: dict[str, Any] = field(default_factory=dict)
+    per_model: frozenset[str] = frozenset()
+    prepare: _Prepare | None = None
 
 
 def _average(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
@@ -69,10 +125,11 @@ def _deltas(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> t
 
 
 def _dare(deltas: torch.Tensor, ctx: _Context) -> torch.Tensor:
-    p, rescale = float(ctx.params["drop_rate"]), bool(ctx.params["rescale"])
-    return torch.stack(
-        [random_drop(d, p, generator_for(ctx.seed, i, ctx.name), rescale=rescale) for i, d in enumerate(deltas)]
-    )
+    dropped = []
+    for i, (d, params) in enumerate(zip(deltas, ctx.model_params, strict=True)):
+        p, rescale = float(params["drop_rate"]), bool(params["rescale"])
+        dropped.append(random_drop(d, p, generator_for(ctx.seed, i, ctx.name), rescale=rescale))
+    return torch.stack(dropped)
 
 
 def _weighted_sum(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -84,11 +141,24 @@ def _task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Cont
     return base.float() + float(ctx.params["lambda_"]) * merged
 
 
+def _ties_thresholds(sources: Sources) -> list[float] | None:
+    # the paper's scope: one threshold per model over its whole task vector (one model streamed at a time)
+    if sources.params["scope"] != "global":
+        return None
+    return [
+        global_threshold(sources.deltas(i), float(params["density"])) for i, params in enumerate(sources.model_params)
+    ]
+
+
 def _ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
     deltas = _deltas(base, tensors, ctx)
-    density = float(ctx.params["density"])
-    thresholds: list[float | None] = list(ctx.thresholds) if ctx.thresholds else [None] * len(tensors)
-    trimmed = torch.stack([d * magnitude_mask(d, density, thr) for d, thr in zip(deltas, thresholds, strict=True)])
+    thresholds: list[float | None] = list(ctx.prepared) if ctx.prepared is not None else [None] * len(tensors)
+    trimmed = torch.stack(
+        [
+            d * magnitude_mask(d, float(params["density"]), thr)
+            for d, thr, params in zip(deltas, thresholds, ctx.model_params, strict=True)
+        ]
+    )
     return base.float() + float(ctx.params["lambda_"]) * ties_merge(trimmed, ctx.weights.to(deltas.device))
 
 
@@ -103,6 +173,7 @@ def _dare_ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -
 
 
 _DARE = {"drop_rate": 0.9, "rescale": True, "lambda_": 1.0}
+_DARE_PER_MODEL = frozenset({"drop_rate", "rescale"})
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -114,9 +185,23 @@ METHODS: dict[str, Method] = {
             "trim to top-density magnitudes, elect signs, disjoint mean",
             _ties,
             {"density": 0.2, "scope": "global", "lambda_": 1.0},
+            frozenset({"density"}),
+            _ties_thresholds,
         ),
-        Method("dare_task_arithmetic", "DARE drop and rescale, then task arithmetic", _dare_task_arithmetic, _DARE),
-        Method("dare_ties", "DARE drop and rescale, then sign election and disjoint mean", _dare_ties, _DARE),
+        Method(
+            "dare_task_arithmetic",
+            "DARE drop and rescale, then task arithmetic",
+            _dare_task_arithmetic,
+            _DARE,
+            _DARE_PER_MODEL,
+        ),
+        Method(
+            "dare_ties",
+            "DARE drop and rescale, then sign election and disjoint mean",
+            _dare_ties,
+            _DARE,
+            _DARE_PER_MODEL,
+        ),
     )
 }
 
@@ -180,6 +265,93 @@ def _weights(method: str, weights: Sequence[float] | None, count: int) -> torch.
     return torch.tensor(values, dtype=torch.float32)
 
 
+def validate_model_parameters(
+    method: str, params: Mapping[str, Any], model_params: Sequence[Mapping[str, Any]] | None, count: int
+) -> tuple[dict[str, Any], ...]:
+    """Per model, the method's full parameters: defaults < `params` < `model_params[i]`.
+
+    ConfigError, naming the model index and the parameter, when an override is unknown, not per-model (e.g.
+    lambda_, scope: they apply to the whole merge), or out of range; or when there is not one entry per model.
+    """
+    spec = _method(method)
+    full = validate_parameters(method, params)
+    if model_params is None:
+        return tuple(dict(full) for _ in range(count))
+    require(
+        not isinstance(model_params, (str, Mapping)) and len(model_params) == count,
+        f"model_params has {len(model_params)} entries for {count} models; expected one mapping per model.",
+    )
+    per_model = ", ".join(sorted(spec.per_model)) or "none"
+    out = []
+    for index, overrides in enumerate(model_params):
+        require(isinstance(overrides, Mapping), f"model_params[{index}]={overrides!r} is not a mapping of parameters.")
+        for key in overrides:
+            if key not in full:
+                raise ConfigError(
+                    f"model_params[{index}]: unknown parameter {key!r} for merge method {method!r}; per-model"
+                    f" parameters: {per_model}."
+                )
+            if key not in spec.per_model:
+                raise ConfigError(
+                    f"model_params[{index}]: parameter {key!r} of merge method {method!r} applies to the whole merge,"
+                    f" not per model; per-model parameters: {per_model}."
+                )
+        try:
+            out.append(validate_parameters(method, {**full, **overrides}))
+        except ConfigError as error:
+            raise ConfigError(f"model_params[{index}]: {error}") from None
+    return tuple(out)
+
+
+def merge_iter(
+    base: StateDict,
+    models: Sequence[StateDict],
+    method: str,
+    *,
+    weights: Sequence[float] | None = None,
+    exclude: Sequence[str] = (),
+    seed: int = 0,
+    model_params: Sequence[Mapping[str, Any]] | None = None,
+    **params: Any,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """`merge`, one tensor at a time: yields (name, merged tensor) in the base's order.
+
+    Everything is validated before this returns (ConfigError on bad arguments); a method with global statistics
+    (global-scope TIES, PCB) streams over all tensors once or more when the first item is requested. Peak memory is
+    near K + a few times the largest tensor when the inputs are lazy mappings and the caller consumes each item
+    before asking for the next. Arguments as in `merge`.
+    """
+    spec = _method(method)
+    full = validate_parameters(method, params)
+    require(len(models) >= 1, "No models to merge; expected at least one.")
+    per_model = validate_model_parameters(method, params, model_params, len(models))
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    w = _weights(method, weights, len(models))
+    check_compatible(base, models)
+    mergeable = tuple(
+        name
+        for name, tensor in base.items()
+        if tensor.is_floating_point() and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+    )
+    sources = Sources(base, models, mergeable, w, full, per_model)
+    return _stream(spec, sources, seed)
+
+
+def _stream(spec: Method, sources: Sources, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
+    with torch.no_grad():
+        prepared = spec.prepare(sources) if spec.prepare is not None else None
+    chosen = set(sources.names)
+    for name, tensor in sources.base.items():
+        with torch.no_grad():
+            if name not in chosen:
+                yield name, tensor.detach().clone()
+                continue
+            ctx = _Context(name, sources.weights, sources.params, sources.model_params, seed, prepared)
+            merged = spec.combine(tensor.detach(), [model[name].detach() for model in sources.models], ctx)
+            yield name, merged.to(tensor.dtype)
+
+
 def merge(
     base: StateDict,
     models: Sequence[StateDict],
@@ -188,6 +360,7 @@ def merge(
     weights: Sequence[float] | None = None,
     exclude: Sequence[str] = (),
     seed: int = 0,
+    model_params: Sequence[Mapping[str, Any]] | None = None,
     **params: Any,
 ) -> StateDict:
     """Merge `models` (fine-tuned from `base`) with `method`; returns a new state dict in the base's dtypes.
@@ -199,34 +372,12 @@ def merge(
         weights: w_i per model (default 1 each).
         exclude: fnmatch patterns of names copied from the base unchanged.
         seed: seeds DARE's drop masks, per (model, tensor).
+        model_params: per model, overrides of the method's per-model parameters (`METHODS[method].per_model`, e.g.
+            density for ties, drop_rate for DARE): one mapping per model, {} for none.
         params: the method's parameters (`method_parameters(method)`).
     """
-    spec = _method(method)
-    full = validate_parameters(method, params)
-    require(len(models) >= 1, "No models to merge; expected at least one.")
-    if isinstance(exclude, str):
-        exclude = (exclude,)
-    w = _weights(method, weights, len(models))
-    check_compatible(base, models)
-    mergeable = [
-        name
-        for name, tensor in base.items()
-        if tensor.is_floating_point() and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
-    ]
-    thresholds = None
-    if method == "ties" and full["scope"] == "global":
-        thresholds = [
-            global_threshold((task_vector(base[n], model[n], n) for n in mergeable), float(full["density"]))
-            for model in models
-        ]
-    chosen = set(mergeable)
-    out: StateDict = {}
-    with torch.no_grad():
-        for name, tensor in base.items():
-            if name not in chosen:
-                out[name] = tensor.detach().clone()
-                continue
-            ctx = _Context(name, w, full, seed, thresholds)
-            merged = spec.combine(tensor.detach(), [model[name].detach() for model in models], ctx)
-            out[name] = merged.to(tensor.dtype)
-    return out
+    return dict(
+        merge_iter(
+            base, models, method, weights=weights, exclude=exclude, seed=seed, model_params=model_params, **params
+        )
+    )

@@ -13,7 +13,7 @@
 """
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -34,9 +34,9 @@ def magnitude_threshold(magnitudes: torch.Tensor, density: float) -> float:
     return float(torch.kthvalue(magnitudes.reshape(-1).float().cpu(), n - k + 1).values)
 
 
-def global_threshold(deltas: Iterable[torch.Tensor], density: float) -> float:
+def global_threshold(deltas: Callable[[], Iterable[torch.Tensor]] | Iterable[torch.Tensor], density: float) -> float:
     """One model's threshold over its whole task vector: `deltas` yields its tensors' deltas one at a time."""
-    parts = [delta.detach().abs().reshape(-1).float().cpu() for delta in deltas]  # (n_t,) each
+    parts = [delta.detach().abs().reshape(-1).float().cpu() for delta in (deltas() if callable(deltas) else deltas)]
     if not parts:
         return float("inf")
     return magnitude_threshold(torch.cat(parts), density)  # (n,) for this model only
