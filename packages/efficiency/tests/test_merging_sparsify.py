@@ -1,7 +1,10 @@
 """Sparsifiers and consensus: DARE's drop rate, rescale and expectation; seeding; top-k thresholds; sign election."""
 
+import pytest
 import torch
 
+from paperzoo.core.checks import torch_threads
+from paperzoo.core.errors import ConfigError
 from paperzoo.efficiency.merging.consensus import disjoint_mean, elect_sign
 from paperzoo.efficiency.merging.procedure import merge
 from paperzoo.efficiency.merging.sparsify import (
@@ -9,8 +12,16 @@ from paperzoo.efficiency.merging.sparsify import (
     global_threshold,
     magnitude_mask,
     magnitude_threshold,
+    order_statistics,
     random_drop,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # noqa: ANN201 - a generator fixture
+    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower)."""
+    with torch_threads(1):
+        yield
 
 
 def test_dare_drop_rate_and_rescale() -> None:
@@ -69,8 +80,66 @@ def test_magnitude_thresholds() -> None:
     assert magnitude_mask(torch.tensor([1.0, -1.0, 0.5]), 1 / 3).sum() == 2
     # the global threshold is one over all of a model's tensors, fed one at a time
     parts = [torch.tensor([10.0, -9.0]), torch.tensor([1.0, 2.0])]
-    assert global_threshold(iter(parts), 0.5) == 9.0
-    assert global_threshold(iter([]), 0.5) == float("inf")
+    assert global_threshold(parts, 0.5) == 9.0
+    assert global_threshold(lambda: iter(parts), 0.5) == 9.0
+    assert global_threshold([], 0.5) == float("inf")
+    with pytest.raises(ConfigError, match="can be read only once"):
+        global_threshold(iter(parts), 0.5)
+
+
+def _tricky_tensors() -> list[torch.Tensor]:
+    """Values with many ties, zeros of both signs, denormals, infinities, and fp16/bf16 parts."""
+    g = torch.Generator().manual_seed(11)
+    tiny = torch.finfo(torch.float32).tiny
+    return [
+        torch.randn(3000, generator=g),
+        torch.randint(-3, 4, (40, 25), generator=g).float() * 0.5,  # ties and zeros
+        torch.tensor([0.0, -0.0, tiny / 4, -tiny / 8, tiny / 4, 1e-45, -1e-45, float("inf"), -float("inf")]),
+        (torch.randn(500, generator=g) * 1e-3).to(torch.float16),
+        torch.randn(64, 8, generator=g).to(torch.bfloat16).t(),  # strided
+        torch.full((700,), 0.25),  # one value repeated: one bucket holds them all
+    ]
+
+
+def test_order_statistics_equal_kthvalue_on_the_concatenation() -> None:
+    parts = _tricky_tensors()
+    flat = torch.cat([p.float().reshape(-1) for p in parts])
+    n = flat.numel()
+    ranks = [0, 1, 2, n // 3, n // 2, n - 701, n - 700, n - 2, n - 1] + list(range(3000, 3020))
+    magnitude_ranks = [0, 5, n // 4, n - 1]
+    out = order_statistics(lambda: ((p, p.abs()) for p in parts), [lambda m: ranks, lambda m: magnitude_ranks])
+    for values, chosen, source in ((out[0], ranks, flat), (out[1], magnitude_ranks, flat.abs())):
+        expected = [torch.kthvalue(source, r + 1).values.item() for r in chosen]
+        assert values == expected  # exactly, bit for bit up to the sign of zero
+    # every rank of a small tensor with denormals and both zeros
+    small = parts[2]
+    (every,) = order_statistics(lambda: [(small,)], [lambda m: range(m)])
+    assert every == torch.sort(small).values.tolist()
+    # empty stream and no ranks; a rank out of range names itself
+    assert order_statistics(lambda: iter([]), [lambda m: []]) == [[]]
+    with pytest.raises(ConfigError, match="Rank 9 is out of range for 9 values"):
+        order_statistics(lambda: [(small,)], [lambda m: [m]])
+
+
+@pytest.mark.parametrize("density", [0.0, 1e-4, 0.01, 0.2, 0.5, 0.999, 1.0])
+def test_global_threshold_equals_the_concatenated_kthvalue(density: float) -> None:
+    parts = _tricky_tensors()
+    magnitudes = torch.cat([p.float().abs().reshape(-1) for p in parts])
+    assert global_threshold(parts, density) == magnitude_threshold(magnitudes, density)
+    # a single tensor, and fp16 / bf16 task vectors
+    assert global_threshold(parts[:1], density) == magnitude_threshold(parts[0].abs(), density)
+    for dtype in (torch.float16, torch.bfloat16):
+        low = [parts[0].to(dtype), parts[1].to(dtype)]
+        concatenated = torch.cat([p.float().abs().reshape(-1) for p in low])
+        assert global_threshold(low, density) == magnitude_threshold(concatenated, density)
+
+
+def test_global_threshold_k_zero_and_k_n() -> None:
+    parts = [torch.tensor([3.0, -1.0]), torch.tensor([0.0, 2.0, -5.0])]
+    assert global_threshold(parts, 0.05) == float("inf")  # round(0.25) = 0 kept
+    assert global_threshold(parts, 1.0) == 0.0  # all 5 kept: the smallest magnitude
+    assert global_threshold(parts, 0.2) == 5.0  # 1 kept
+    assert global_threshold(parts, 0.4) == 3.0
 
 
 def test_elect_sign_and_disjoint_mean() -> None:

@@ -3,7 +3,9 @@
 - Magnitude top-k, TIES "Trim" (arXiv:2306.01708, Sec. 3): keep the fraction `density` of entries with the largest
   |delta| and zero the rest. scope "global" is the paper's: one threshold per model over its whole task vector (the
   reference code flattens all parameters into one vector); scope "tensor" is mergekit's: one threshold per tensor.
-  The global threshold is computed from one model's magnitudes at a time, never all K task vectors together.
+  The global threshold is exact (equal to `torch.kthvalue` on the concatenated magnitudes) and computed in bounded
+  memory: two streamed passes over one model's tensors, each tensor's magnitudes histogrammed by the bits of their
+  float32 keys (`order_statistics`), never a concatenation of the task vector.
   k = round(density * n) entries are kept; entries tied with the k-th largest magnitude are kept too (the reference
   code's `>= kth value` rule), so ties can keep slightly more than k.
 - Random drop, DARE (arXiv:2311.03099, Eq. 2): each entry is dropped with probability p (independent Bernoulli) and
@@ -13,7 +15,7 @@
 """
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -34,12 +36,115 @@ def magnitude_threshold(magnitudes: torch.Tensor, density: float) -> float:
     return float(torch.kthvalue(magnitudes.reshape(-1).float().cpu(), n - k + 1).values)
 
 
-def global_threshold(deltas: Callable[[], Iterable[torch.Tensor]] | Iterable[torch.Tensor], density: float) -> float:
-    """One model's threshold over its whole task vector: `deltas` yields its tensors' deltas one at a time."""
-    parts = [delta.detach().abs().reshape(-1).float().cpu() for delta in (deltas() if callable(deltas) else deltas)]
-    if not parts:
-        return float("inf")
-    return magnitude_threshold(torch.cat(parts), density)  # (n,) for this model only
+_CHUNK = 1 << 20  # elements per histogram step: bounds the selection's temporaries to ~20 MiB whatever the tensor
+_BINS = 1 << 16  # one histogram over 16 bits of the 32-bit key
+
+
+def _keys(values: torch.Tensor) -> torch.Tensor:
+    """float32 values (contiguous) -> int32 keys in the same order: a float's bits, with the magnitude bits of
+    negative numbers flipped (IEEE 754 sign-magnitude -> two's complement order; -0.0 sorts just below +0.0)."""
+    bits = values.view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)  # the arithmetic shift is -1 for negatives, 0 otherwise
+
+
+def _value(key: int) -> float:
+    """Inverse of `_keys` for one key (the flip is its own inverse)."""
+    bits = key ^ 0x7FFFFFFF if key < 0 else key
+    return float(torch.tensor([bits], dtype=torch.int32).view(torch.float32).item())
+
+
+def _chunks(tensor: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The entries of `tensor` as contiguous 1-D float32 chunks of at most _CHUNK (exact for fp16/bf16/fp32)."""
+    flat = tensor.detach().reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        yield flat[start : start + _CHUNK].to(torch.float32).contiguous()
+
+
+def _bincount(values: torch.Tensor) -> torch.Tensor:
+    return torch.bincount(values.to(torch.int64), minlength=_BINS).cpu()  # (_BINS,) int64
+
+
+def order_statistics(
+    stream: Callable[[], Iterable[Sequence[torch.Tensor]]], ranks: Sequence[Callable[[int], Sequence[int]]]
+) -> list[list[float]]:
+    """Exact order statistics of S streams of floats, in two passes of bounded memory (no concatenation).
+
+    `stream()` returns a fresh iterator; each step yields S tensors (one per stream, any shape and float dtype),
+    e.g. one parameter tensor of each of S models. `ranks[s](n_s)` names the 0-based ascending ranks wanted from
+    stream s once its length n_s is known (rank r is `torch.kthvalue(all_values, r + 1)` on the concatenation).
+    Each value is mapped to a 32-bit key with the same order (`_keys`); pass 1 histograms the top 16 bits of the
+    keys, which locates each rank's bucket; pass 2 histograms the low 16 bits inside the selected buckets only,
+    which pins the exact key. Memory: two 65,536-bin histograms per stream and selected bucket, plus temporaries
+    of one chunk; the stream itself holds one step's tensors at a time.
+
+    Returns: per stream, the values at its ranks (float32 values as Python floats).
+    """
+    count = len(ranks)
+    high = [torch.zeros(_BINS, dtype=torch.int64) for _ in range(count)]
+    sizes = [0] * count
+    for step in stream():  # pass 1: top 16 bits
+        require(len(step) == count, f"The stream yielded {len(step)} tensors in a step; expected {count}.")
+        for s, tensor in enumerate(step):
+            for chunk in _chunks(tensor):
+                high[s] += _bincount((_keys(chunk) >> 16) + _BINS // 2)
+                sizes[s] += chunk.numel()
+    wanted = [list(ranks[s](sizes[s])) for s in range(count)]
+    # per stream and rank: its bucket and how many values lie in lower buckets
+    located: list[list[tuple[int, int]]] = []
+    for s in range(count):
+        cumulative = torch.cumsum(high[s], 0)  # (_BINS,)
+        places = []
+        for r in wanted[s]:
+            require(0 <= r < sizes[s], f"Rank {r} is out of range for {sizes[s]} values; expected 0 <= rank < n.")
+            bucket = int(torch.searchsorted(cumulative, torch.tensor(r), right=True))  # first with cumulative > r
+            places.append((bucket, int(cumulative[bucket - 1]) if bucket else 0))
+        located.append(places)
+    low = [{bucket: torch.zeros(_BINS, dtype=torch.int64) for bucket, _ in places} for places in located]
+    if any(low):
+        for step in stream():  # pass 2: low 16 bits inside the selected buckets
+            for s, tensor in enumerate(step):
+                if not low[s]:
+                    continue
+                for chunk in _chunks(tensor):
+                    keys = _keys(chunk)
+                    top = (keys >> 16) + _BINS // 2
+                    for bucket, histogram in low[s].items():
+                        histogram += _bincount(keys[top == bucket] & 0xFFFF)
+    out = []
+    for s in range(count):
+        values = []
+        for r, (bucket, below) in zip(wanted[s], located[s], strict=True):
+            cumulative = torch.cumsum(low[s][bucket], 0)
+            offset = int(torch.searchsorted(cumulative, torch.tensor(r - below), right=True))
+            values.append(_value(((bucket - _BINS // 2) << 16) | offset))
+        out.append(values)
+    return out
+
+
+def global_threshold(deltas: Callable[[], Iterable[torch.Tensor]] | Sequence[torch.Tensor], density: float) -> float:
+    """One model's magnitude threshold over its whole task vector, exactly `magnitude_threshold` of the concatenation.
+
+    `deltas()` returns a fresh iterator over the model's task-vector tensors (it is called twice: the selection
+    streams the tensors twice, one at a time, so memory stays near one tensor instead of the whole task vector); a
+    sequence of tensors is accepted too. +inf when round(density * n) is 0 (nothing kept).
+    """
+    if not callable(deltas):
+        require(
+            isinstance(deltas, Sequence),
+            f"deltas={type(deltas).__name__} can be read only once; pass a function returning a fresh iterator.",
+        )
+    source = deltas if callable(deltas) else (lambda: iter(deltas))
+
+    def magnitudes() -> Iterator[tuple[torch.Tensor]]:
+        for delta in source():
+            yield (delta.detach().abs(),)
+
+    def rank(n: int) -> list[int]:
+        k = keep_count(density, n)
+        return [n - k] if k else []  # the k-th largest is the (n - k)-th smallest, 0-based
+
+    (values,) = order_statistics(magnitudes, [rank])
+    return values[0] if values else float("inf")
 
 
 def magnitude_mask(delta: torch.Tensor, density: float, threshold: float | None = None) -> torch.Tensor:
