@@ -192,3 +192,30 @@ def test_continual_ties_hand_case() -> None:
     torch.testing.assert_close(
         trimmed.merged()["v"], torch.tensor([1.0, -2.0, 3.0]) + 0.5 * torch.tensor([2.0, -2.0, -4.0])
     )
+
+
+def test_check_summary_uses_intermediate_steps_for_the_order_std() -> None:
+    from paperzoo.efficiency.merging.checks.opcm import _summary
+
+    # two orders, three steps of (accuracy, normalized)
+    per_order = [[(0.9, 1.0), (0.7, 0.8), (0.6, 0.7)], [(0.8, 0.9), (0.5, 0.6), (0.6, 0.7)]]
+    got = _summary(per_order)
+    assert got["final_normalized_mean"] == pytest.approx(0.7) and got["final_normalized_std"] == pytest.approx(0.0)
+    assert got["intermediate_normalized_std"] == pytest.approx(0.1)  # step 2 only: pstdev(0.8, 0.6)
+    assert got["step_1_normalized_mean"] == pytest.approx(0.95)
+
+
+@pytest.mark.slow
+def test_quick_claim_check_runs() -> None:
+    from paperzoo.efficiency.merging.checks.opcm import check
+
+    result = check(quick=True)
+    assert len(result.criteria) == 4
+    assert set(result.curves) == {
+        "opcm",
+        "continual_task_arithmetic_tuned",
+        "continual_task_arithmetic",
+        "continual_average",
+        "continual_ties",
+    }
+    assert 0.0 < result.method["final_accuracy_mean"] <= 1.0

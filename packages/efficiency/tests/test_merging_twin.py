@@ -224,3 +224,28 @@ def test_unsupported_routed_layer_is_refused() -> None:
     part = exclusive_part(shared, {"embed.weight": shared["embed.weight"] + 1.0})
     with pytest.raises(ConfigError, match="embed"):
         TwinMerging(net, shared, [part], [nn.Identity()])
+
+
+def test_check_scores_normalize_by_the_experts_on_the_same_samples() -> None:
+    from paperzoo.efficiency.merging.checks.twin_merging import _scores
+
+    y = torch.tensor([0, 1, 1, 0, 2, 2])
+    tasks = torch.tensor([0, 0, 0, 1, 1, 1])
+    predicted = torch.tensor([0, 1, 0, 0, 0, 2])  # task 0: 2/3, task 1: 2/3
+    expert_correct = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0])  # task 0: 1, task 1: 2/3
+    got = _scores(predicted, y, tasks, expert_correct, ("a", "b"))
+    assert got["mixed_accuracy"] == pytest.approx(4 / 6)
+    assert got["normalized_mixed"] == pytest.approx((4 / 6) / (5 / 6))
+    assert got["normalized_a"] == pytest.approx(2 / 3) and got["normalized_b"] == pytest.approx(1.0)
+    assert got["normalized_per_task_mean"] == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+@pytest.mark.slow
+def test_quick_claim_check_runs_and_reports_every_rank() -> None:
+    from paperzoo.efficiency.merging.checks.twin_merging import RANKS, check
+
+    result = check(quick=True)
+    assert len(result.criteria) == 2
+    assert all(f"twin_rank_{r:g}" in result.baselines or f"{r:g}" == "0.1" for r in RANKS)
+    assert 0.0 <= result.method["mixed_accuracy"] <= 1.0
+    assert result.method["bytes_exclusive"] > 0

@@ -6,8 +6,8 @@ What is implemented (`OPCM`), following the authors' `fusion_bench/method/opcm/o
   previous scale lambda_{t-1}, the number of models seen and the sum of their task-vector norms: O(1) memory in the
   number of models.
 - The first model is taken as is (tau_m = tau_1, lambda_1 = 1).
-- For each new model t and each Linear weight: the SVD of the previous merged task vector tau_m = U S V^T (full
-  U, V), the split rank r = the first index where the cumulative sum of singular values over their total exceeds
+- For each new model t and each Linear weight: the SVD of the previous merged task vector tau_m = U S V^T, the
+  split rank r = the first index where the cumulative sum of singular values over their total exceeds
   `alpha` (the reference's `argmax(cumsum(s) / sum(s) > alpha)`), the new task vector expressed in that basis
   P = U^T tau_t V, its whole diagonal and its top r x r block zeroed, tau_t^perp = U P V^T. Every other tensor
   (biases, conv kernels, norms) takes tau_t unprojected.
@@ -87,14 +87,19 @@ def _projection(merged: Tensor, new: Tensor, alpha: float) -> tuple[Tensor, int]
         merged.dim() == 2 and merged.shape == new.shape,
         f"Task vectors of shapes {tuple(merged.shape)} and {tuple(new.shape)}; expected two equal 2-D shapes.",
     )
-    u, s, vh = torch.linalg.svd(merged.float(), full_matrices=True)  # u [m, m], s [k], vh [n, n]
+    # Every entry zeroed (the diagonal, the top r x r block) lies in the leading k x k block of P = U^T new V,
+    # k = min(m, n), so the reduced SVD suffices: tau^perp = new - U_k (removed entries of P_kk) V_k^T, exactly
+    # U P' V^T of the full bases without forming the [n, n] V of a wide matrix.
+    u, s, vh = torch.linalg.svd(merged.float(), full_matrices=False)  # u [m, k], s [k], vh [k, n]
     if not bool(s.sum() > 0):
         return new.float().clone(), 0  # nothing merged yet in this weight: no subspace to protect
     r = split_rank(s, alpha)
-    p = u.T @ new.float() @ vh.T  # [m, n], new in the (U, V) basis
-    p.diagonal().zero_()
-    p[:r, :r] = 0
-    return u @ p @ vh, r  # [m, n]
+    k = s.numel()
+    p = u.T @ new.float() @ vh.T  # [k, k], new in the leading (U, V) basis
+    removed = torch.zeros(k, k, dtype=torch.bool)
+    removed.fill_diagonal_(True)
+    removed[:r, :r] = True
+    return new.float() - u @ (p * removed) @ vh, r  # [m, n]
 
 
 class ContinualMerger(Protocol):
