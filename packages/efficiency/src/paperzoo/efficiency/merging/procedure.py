@@ -9,6 +9,8 @@ Methods (all stream tensor by tensor; the merged tensor takes the base tensor's 
 - dare_task_arithmetic: DARE random drop with rescale, then task arithmetic (arXiv:2311.03099).
 - dare_ties: DARE random drop with rescale, then sign election and disjoint mean (mergekit's dare_ties; no magnitude
   trim).
+- pcb: PCB-Merging (arXiv:2410.02396), `pcb.py`: per-entry balancing scores (intra-task magnitude x inter-task
+  agreement), each task keeps the top `ratio` of its scores, score-weighted mean of the outlier-clipped deltas.
 
 Deviations and choices: weights enter TIES's election and disjoint mean as a weighted sum and weighted mean (all 1
 gives the paper); ties and dare_ties need weights > 0, average weights >= 0 with a positive sum. Tensors that are
@@ -18,8 +20,8 @@ pass over the models (one model's magnitudes at a time). Inputs may be any mappi
 loads each tensor when indexed).
 
 `merge_iter` yields the merged tensors one at a time (what `merge` collects, and what a writer can stream to disk);
-`model_params` overrides a method's per-model parameters (ties: density; DARE: drop_rate, rescale) for one model,
-as mergekit's per-model parameters do; parameters of the whole merge (lambda_, scope) cannot be overridden.
+`model_params` overrides a method's per-model parameters (ties: density; DARE: drop_rate, rescale; pcb: ratio) for
+one model, as mergekit's per-model parameters do; parameters of the whole merge (lambda_, scope, clip) cannot be.
 """
 
 import fnmatch
@@ -31,6 +33,7 @@ import torch
 
 from paperzoo.core.errors import ConfigError, require
 from paperzoo.efficiency.merging.consensus import ties_merge
+from paperzoo.efficiency.merging.pcb import pcb_combine, pcb_statistics
 from paperzoo.efficiency.merging.sparsify import generator_for, global_threshold, magnitude_mask, random_drop
 from paperzoo.efficiency.merging.task_vector import StateDict, check_compatible, task_vector
 
@@ -172,6 +175,11 @@ def _dare_ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -
     return base.float() + float(ctx.params["lambda_"]) * ties_merge(dropped, ctx.weights.to(dropped.device))
 
 
+def _pcb(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
+    deltas = _deltas(base, tensors, ctx)
+    return pcb_combine(base, deltas, ctx.weights, float(ctx.params["lambda_"]), ctx.prepared)
+
+
 _DARE = {"drop_rate": 0.9, "rescale": True, "lambda_": 1.0}
 _DARE_PER_MODEL = frozenset({"drop_rate", "rescale"})
 
@@ -201,6 +209,14 @@ METHODS: dict[str, Method] = {
             _dare_ties,
             _DARE,
             _DARE_PER_MODEL,
+        ),
+        Method(
+            "pcb",
+            "PCB: intra x inter balancing scores, drop outside each task's top ratio, score-weighted mean",
+            _pcb,
+            {"ratio": 0.1, "clip": 1e-4, "lambda_": 1.0},
+            frozenset({"ratio"}),
+            pcb_statistics,
         ),
     )
 }
@@ -247,6 +263,12 @@ def validate_parameters(method: str, params: Mapping[str, Any]) -> dict[str, Any
     if "drop_rate" in full:
         p = _number("drop_rate", full["drop_rate"])
         require(0.0 <= p < 1.0, f"drop_rate={p} is out of range; expected 0 <= drop_rate < 1.")
+    if "ratio" in full:
+        ratio = _number("ratio", full["ratio"])
+        require(0.0 < ratio <= 1.0, f"ratio={ratio} is out of range; expected 0 < ratio <= 1 (the kept fraction).")
+    if "clip" in full:
+        clip = _number("clip", full["clip"])
+        require(0.0 <= clip <= 0.1, f"clip={clip} is out of range; expected 0 <= clip <= 0.1 (outlier fraction).")
     if "rescale" in full:
         require(isinstance(full["rescale"], bool), f"rescale={full['rescale']!r} is not true or false.")
     return full
