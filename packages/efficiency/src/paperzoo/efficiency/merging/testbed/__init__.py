@@ -7,6 +7,7 @@ safetensors files; `python -m paperzoo.efficiency.merging.testbed [--quick]` bui
 every task. Data, sources and licences: `testbed.data`; recipes: `testbed.vision`, `testbed.text`.
 """
 
+from paperzoo.efficiency.merging.testbed import data
 from paperzoo.efficiency.merging.testbed.build import VERSION, StateDict
 from paperzoo.efficiency.merging.testbed.data import (
     PRETRAIN_CLASSES,
@@ -31,6 +32,7 @@ __all__ = [
     "VisionNet",
     "VisionRecipe",
     "VisionTestbed",
+    "data",
     "load_corpus",
     "load_pretrain",
     "load_task",

@@ -126,12 +126,12 @@ def _read_idx(path: Path, offset: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _fashion_mnist(directory: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images [N, 28, 28] float32 in [0, 1], labels [N] int64) of the official "train" or "t10k" set."""
+    """(images [N, 28, 28] uint8, labels [N] int64) of the official "train" or "t10k" set."""
     images = _read_idx(directory / f"{part}-images-idx3-ubyte.gz", 16)
     labels = _read_idx(directory / f"{part}-labels-idx1-ubyte.gz", 8).astype(np.int64)
     if images.size != labels.size * 784:
         raise DataError(f"{directory}/{part}-images-idx3-ubyte.gz holds {images.size} bytes, not 784 per label")
-    return images.reshape(-1, 28, 28).astype(np.float32) / 255.0, labels
+    return images.reshape(-1, 28, 28), labels
 
 
 def _fashion_split(classes: tuple[int, ...], split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +147,7 @@ def _fashion_split(classes: tuple[int, ...], split: str) -> tuple[np.ndarray, np
         index = np.sort(pool[:n_val] if split == "val" else pool[n_val:])
     remap = np.full(10, -1, dtype=np.int64)
     remap[list(classes)] = np.arange(len(classes))
-    return images[index], remap[labels[index]]
+    return images[index].astype(np.float32) / 255.0, remap[labels[index]]
 
 
 def _pad_digits(images: np.ndarray) -> np.ndarray:
@@ -245,18 +245,25 @@ def _raw(task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return _permutation_split(*_lfw(), split, stratify=True)
 
 
-def _standardize(task: str, raw: Callable[[str], tuple[np.ndarray, np.ndarray]], split: str) -> tuple[Tensor, Tensor]:
-    train_images, _ = raw("train")
-    mean, std = float(train_images.mean()), float(train_images.std()) + 1e-6
+def _standardize(raw: Callable[[str], tuple[np.ndarray, np.ndarray]], split: str) -> tuple[Tensor, Tensor]:
+    train = torch.from_numpy(raw("train")[0])
+    mean, std = float(train.mean()), float(train.std(correction=0)) + 1e-6
     images, labels = raw(split)
-    x = torch.from_numpy(((images - mean) / std).astype(np.float32))[:, None]  # [N, 1, 28, 28]
-    return x.contiguous(), torch.from_numpy(labels.astype(np.int64))
+    x = (torch.from_numpy(images).float() - mean) / std
+    return x[:, None].contiguous(), torch.from_numpy(labels.astype(np.int64))  # [N, 1, 28, 28], [N]
+
+
+@functools.lru_cache(maxsize=64)
+def _raw_cached(task: str, split: str, sources: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    del sources  # part of the cache key only: a test that moves a source must not get a stale copy
+    if task == "pretrain":
+        return _fashion_split(PRETRAIN_CLASSES, split)
+    return _raw(task, split)
 
 
 @functools.lru_cache(maxsize=64)
 def _load_task_cached(task: str, split: str, sources: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-    del sources  # part of the cache key only: a test that moves a source must not get a stale copy
-    return _standardize(task, lambda s: _raw(task, s), split)
+    return _standardize(lambda s: _raw_cached(task, s, sources), split)
 
 
 def _sources() -> tuple[str, ...]:
@@ -282,8 +289,7 @@ def load_task(task: str, split: Split) -> tuple[Tensor, Tensor]:
 
 @functools.lru_cache(maxsize=8)
 def _load_pretrain_cached(split: str, sources: tuple[str, ...]) -> tuple[Tensor, Tensor]:
-    del sources
-    x, y = _standardize("pretrain", lambda s: _fashion_split(PRETRAIN_CLASSES, s), split)
+    x, y = _standardize(lambda s: _raw_cached("pretrain", s, sources), split)
     rotated = [torch.rot90(x, k, dims=(2, 3)) for k in range(4)]
     labels = [y * 4 + k for k in range(4)]
     return torch.cat(rotated), torch.cat(labels)

@@ -61,10 +61,10 @@ class TextRecipe:
     n_heads: int = 4
     seq_len: int = 64
     batch_size: int = 16
-    pretrain_steps: int = 600
+    pretrain_steps: int = 1200
     pretrain_lr: float = 3e-3
-    finetune_steps: int = 150
-    lr: float = 1e-3
+    finetune_steps: int = 300
+    lr: float = 5e-4
     weight_decay: float = 0.01
     eval_windows: int = 128
     seed: int = 0
@@ -87,7 +87,14 @@ class TextRecipe:
     def quick(cls) -> "TextRecipe":
         """The checks' quick-mode testbed (seconds)."""
         return cls(
-            dim=48, n_layers=2, seq_len=48, batch_size=16, pretrain_steps=150, finetune_steps=50, eval_windows=64
+            dim=48,
+            n_layers=2,
+            seq_len=48,
+            batch_size=16,
+            pretrain_steps=150,
+            finetune_steps=50,
+            lr=1e-3,
+            eval_windows=64,
         )
 
     @classmethod
