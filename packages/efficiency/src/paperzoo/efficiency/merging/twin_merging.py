@@ -33,9 +33,9 @@ Delta_t and routed like every other tensor.
 """
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -219,8 +219,8 @@ def train_router(
     with torch.no_grad():
         first = router.net[0]
         assert isinstance(first, nn.Linear)
-        first.bias += first.weight @ (-mean / std)
-        first.weight /= std
+        first.bias.add_(first.weight @ (-mean / std))
+        first.weight.div_(std)
     return router
 
 
@@ -341,7 +341,11 @@ class TwinMerging(nn.Module):
     def shared_features(self, x: Tensor) -> Tensor:
         """Features of x under theta_s alone [N, F]."""
         self._weights = None
-        return self.network.features(x)
+        return self._features(x)
+
+    def _features(self, x: Tensor) -> Tensor:
+        features = cast(Callable[[Tensor], Tensor], self.network.features)  # e.g. VisionNet.features
+        return features(x)
 
     @torch.no_grad()
     def features(self, x: Tensor, weights: Tensor | None = None, per_batch: bool = False) -> Tensor:
@@ -361,7 +365,7 @@ class TwinMerging(nn.Module):
             w = w.mean(0, keepdim=True).expand_as(w)
         self._weights = w
         try:
-            return self.network.features(x)
+            return self._features(x)
         finally:
             self._weights = None
 

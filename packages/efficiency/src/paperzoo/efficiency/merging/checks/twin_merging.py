@@ -17,6 +17,7 @@ Setup (the vision testbed, `paperzoo.efficiency.merging.testbed`, all of its tas
 - Figures: mixed-set accuracy; normalized mixed score = accuracy / the experts' accuracy on the same samples (each
   sample through its own task's expert); per-task normalized accuracy on the same subsets; storage in bytes per
   rank (`twin_merging.storage_bytes`, float32).
+- Quick mode: the quick testbed, ranks `QUICK_RANKS`, at most `QUICK_PER_TASK` images per task in both sets.
 
 Decision rule (fixed before the first full run): at the reference's rank fraction 0.1, on the mixed test set,
 (1) the normalized mixed score >= 0.9 and (2) Twin-Merging closes >= 50% of the gap between the best static merge
@@ -71,9 +72,11 @@ CARD = MethodCard(
 )
 
 RANKS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 1.0)  # fraction of each Linear weight's full rank
+QUICK_RANKS: tuple[float, ...] = (0.02, 0.1, 1.0)
 DECISION_RANK = 0.1
 MIXED_PER_TASK = 600
 ROUTER_PER_TASK = 300
+QUICK_PER_TASK = 300  # quick mode: mixed-set and router caps
 BATCH = 256
 SEED = 0
 NORMALIZED_MIN = 0.9
@@ -113,7 +116,9 @@ def _static_predictions(testbed: VisionTestbed, states: list[dict[str, Tensor]],
     return out
 
 
-def _scores(predicted: Tensor, y: Tensor, tasks: Tensor, expert_correct: Tensor, names: tuple[str, ...]) -> dict:
+def _scores(
+    predicted: Tensor, y: Tensor, tasks: Tensor, expert_correct: Tensor, names: tuple[str, ...]
+) -> dict[str, float]:
     correct = (predicted == y).float()
     per_task = {}
     for t, task in enumerate(names):
@@ -137,7 +142,13 @@ def _twin_predict(twin: TwinMerging, x: Tensor, tasks: Tensor | None, per_batch:
     return torch.cat(out)
 
 
-def run(recipe: VisionRecipe, progress: bool = False) -> dict[str, Any]:
+def run(
+    recipe: VisionRecipe,
+    ranks: tuple[float, ...] = RANKS,
+    mixed_per_task: int = MIXED_PER_TASK,
+    router_per_task: int = ROUTER_PER_TASK,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Every figure of the check on the testbed of `recipe` (see the module docstring)."""
     started = time.perf_counter()
     testbed = vision_testbed(recipe, progress=progress)
@@ -154,12 +165,12 @@ def run(recipe: VisionRecipe, progress: bool = False) -> dict[str, Any]:
     heads = [testbed.network(shared, t).head for t in tasks]
 
     # router: shared-backbone features of a little val data -> task id
-    xv, _, tv = _mixed_set(testbed, "val", ROUTER_PER_TASK)
+    xv, _, tv = _mixed_set(testbed, "val", router_per_task)
     with torch.no_grad():
         features = torch.cat([template.features(chunk) for chunk in xv.split(BATCH)])
     router = train_router(features, tv, len(tasks), seed=SEED)
 
-    x, y, tt = _mixed_set(testbed, "test", MIXED_PER_TASK)
+    x, y, tt = _mixed_set(testbed, "test", mixed_per_task)
     expert_correct = (_static_predictions(testbed, experts, x, tt) == y).float()
     figures: dict[str, dict[str, float]] = {}
     for name, tuned in static.items():
@@ -176,7 +187,7 @@ def run(recipe: VisionRecipe, progress: bool = False) -> dict[str, Any]:
         "mean_weight_on_true_task": float(routed.gather(1, tt[:, None]).mean()),
     }
     curves: dict[str, list[tuple[float, float]]] = {"twin_merging": []}
-    for rank in RANKS:
+    for rank in ranks:
         parts = exclusive_parts(shared, experts, rank)
         twin = TwinMerging(template, shared, parts, heads, router)
         scores = _scores(_twin_predict(twin, x, tt), y, tt, expert_correct, tasks)
@@ -196,8 +207,10 @@ def run(recipe: VisionRecipe, progress: bool = False) -> dict[str, Any]:
 def check(quick: bool) -> ClaimResult:
     """Twin-Merging vs static merges and the experts on a mixed-task test set (module docstring)."""
     recipe = VisionRecipe.quick() if quick else VisionRecipe.full()
+    ranks = QUICK_RANKS if quick else RANKS
+    mixed, routed = (QUICK_PER_TASK, QUICK_PER_TASK) if quick else (MIXED_PER_TASK, ROUTER_PER_TASK)
     with torch_threads(1):
-        out = run(recipe)
+        out = run(recipe, ranks, mixed, routed)
     figures = out["figures"]
     twin = figures[f"twin_rank_{DECISION_RANK:g}"]
     best_static = max(("average", "task_arithmetic", "ties"), key=lambda n: figures[n]["mixed_accuracy"])
@@ -231,11 +244,11 @@ def check(quick: bool) -> ClaimResult:
         config={
             "recipe": str(recipe),
             "tasks": list(out["tasks"]),
-            "ranks": list(RANKS),
+            "ranks": list(ranks),
             "decision_rank": DECISION_RANK,
-            "mixed_per_task": MIXED_PER_TASK,
+            "mixed_per_task": mixed,
             "mixed_size": out["mixed_size"],
-            "router_per_task": ROUTER_PER_TASK,
+            "router_per_task": routed,
             "batch": BATCH,
             "shared_expert": "task_arithmetic (val-tuned lambda)",
             "testbed_load_or_build_s": out["build_s"],
