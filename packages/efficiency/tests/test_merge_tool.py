@@ -143,14 +143,14 @@ def test_save_safetensors_round_trips_dtypes_strides_and_metadata(tmp_path):
 
 
 def test_save_safetensors_leaves_nothing_when_it_fails(tmp_path):
-    class Exploding(dict):
-        """Gives its tensors while the header is built, fails while their bytes are written."""
+    def exploding():
+        """Gives one tensor, then fails while the file is half written."""
+        yield "w", torch.ones(2)
+        raise RuntimeError("disk full")
 
-        def values(self):
-            raise RuntimeError("disk full")
-
+    layout = {"w": ((2,), torch.float32), "v": ((2,), torch.float32)}
     with pytest.raises(RuntimeError, match="disk full"):
-        io.save_safetensors(Exploding(w=torch.ones(2)), tmp_path / "w.safetensors", {})
+        io.save_safetensors_stream(layout, exploding(), tmp_path / "w.safetensors", {})
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DataError, match=r"tensor 'c' has dtype torch.complex64"):
         io.save_safetensors({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "w.safetensors", {})
@@ -216,17 +216,130 @@ def _mismatched(tmp_path: Path, change: str) -> str:
         (lambda v, t: v["models"][0].update(path=_mismatched(t, "missing")), "lacks tensor 'encoder.bias' of base"),
         (lambda v, t: v["models"][0].update(path=_mismatched(t, "extra")), "has tensor 'extra.weight' that base"),
         (lambda v, t: v.update(seeds=1), "the merge config has unknown key 'seeds'"),
-        (lambda v, t: v["models"][0].update(params={"density": 0.3}), "models[0] has unknown key 'params'"),
+        (lambda v, t: v["models"][0].update(flavour=1), "models[0] has unknown key 'flavour'"),
+        (
+            lambda v, t: v["models"][1].update(params={"lambda_": 0.5}),
+            "model_b.ckpt) params: parameter 'lambda_' of merge method 'ties' applies to the whole merge",
+        ),
+        (lambda v, t: v["models"][2].update(params={"density": 1.5}), "models[2] ("),
+        (lambda v, t: v["models"][2].update(params={"density": 1.5}), "density=1.5 is out of range"),
+        (lambda v, t: v["models"][0].update(params={"dropout": 0.1}), "unknown parameter 'dropout'"),
+        (lambda v, t: v["models"][0].update(params=[0.3]), "has params [0.3]; expected a mapping"),
     ],
 )
 def test_validation_names_each_mistake_before_any_merge(tmp_path, monkeypatch, edit, message):
     def no_merge(*args, **kwargs):
         raise AssertionError("merge ran before validation finished")
 
-    monkeypatch.setattr(run_module, "merge", no_merge)
+    monkeypatch.setattr(run_module, "merge_iter", no_merge)
     monkeypatch.setattr(io.LazyStateDict, "__init__", no_merge)
     values = tiny_dict(tmp_path)
     edit(values, tmp_path)
     with pytest.raises((ConfigError, DataError)) as error:
         run_merge(config_from_dict(values))
     assert message in str(error.value)
+
+
+# --- streaming -----------------------------------------------------------------------------------------------------
+def _layout(tensors):
+    return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+
+
+def test_save_safetensors_stream_writes_a_generator_like_save_file(tmp_path):
+    tensors = {"w": torch.randn(4, 3), "h": torch.randn(5).half(), "i": torch.arange(3), "s": torch.randn(3, 2).t()}
+    streamed = tmp_path / "streamed.safetensors"
+    written = io.save_safetensors_stream(_layout(tensors), ((k, v) for k, v in tensors.items()), streamed, {"a": "b"})
+    assert written == streamed.stat().st_size
+    loaded = load_file(streamed)
+    assert list(loaded) == list(tensors) or set(loaded) == set(tensors)
+    for name, tensor in tensors.items():
+        assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+    # the in-memory writer is the same bytes
+    again = tmp_path / "dict.safetensors"
+    io.save_safetensors(tensors, again, {"a": "b"})
+    assert again.read_bytes() == streamed.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([("b", torch.zeros(2)), ("a", torch.zeros(3))], "tensor 'b' came where the layout expects 'a'"),
+        ([("a", torch.zeros(4)), ("b", torch.zeros(2))], "tensor 'a' is [4] torch.float32; the layout says [3]"),
+        ([("a", torch.zeros(3).half())], "tensor 'a' is [3] torch.float16; the layout says [3] torch.float32"),
+        ([("a", torch.zeros(3))], "the tensors ended before 'b' of the layout"),
+        (
+            [("a", torch.zeros(3)), ("b", torch.zeros(2)), ("c", torch.zeros(1))],
+            "tensor 'c' came where the layout expects None",
+        ),
+    ],
+)
+def test_save_safetensors_stream_refuses_a_stream_off_its_layout(tmp_path, items, message):
+    layout = {"a": ((3,), torch.float32), "b": ((2,), torch.float32)}
+    with pytest.raises(DataError) as error:
+        io.save_safetensors_stream(layout, iter(items), tmp_path / "w.safetensors", {})
+    assert message in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tool_streams_merged_tensors_into_the_writer(tmp_path, monkeypatch):
+    """Each merged tensor is released by the writer before the engine makes the next one (weak references)."""
+    import weakref
+
+    from paperzoo.efficiency.merging import procedure
+
+    alive: list[int] = []  # per requested item: how many earlier merged tensors were still alive
+
+    def tracking(*args, **kwargs):
+        refs = []
+        for name, tensor in procedure.merge_iter(*args, **kwargs):
+            alive.append(sum(ref() is not None for ref in refs))
+            mine = tensor.clone()  # referenced by the writer only, whatever the engine's frame keeps
+            del tensor
+            refs.append(weakref.ref(mine))
+            yield name, mine
+            del mine
+
+    monkeypatch.setattr(run_module, "merge_iter", tracking)
+    values = tiny_dict(tmp_path)
+    run_merge(config_from_dict(values))
+    assert len(alive) == len(BASE) and max(alive) == 0
+    monkeypatch.undo()
+    run_merge(config_from_dict({**values, "output": str(tmp_path / "plain.safetensors")}))
+    assert load_file(tmp_path / "merged.safetensors").keys() == BASE.keys()
+    assert (tmp_path / "merged.safetensors").read_bytes() == (tmp_path / "plain.safetensors").read_bytes()
+
+
+def test_per_model_params_reach_the_engine_and_the_card(tmp_path):
+    from paperzoo.efficiency.merging.procedure import merge
+
+    values = tiny_dict(tmp_path)
+    densities = [0.3, 0.6, 0.9]
+    for model, density in zip(values["models"], densities, strict=True):
+        model["params"] = {"density": density}
+    values["method"]["params"] = {"density": 0.5, "scope": "tensor"}
+    run_merge(config_from_dict(values))
+    merged = load_file(values["output"])
+    expected = merge(
+        BASE,
+        [MODELS["a"], MODELS["b"], MODELS["c"]],
+        "ties",
+        weights=[1.0, 1.0, 0.5],
+        exclude=("classifier.*",),
+        model_params=[{"density": d} for d in densities],
+        density=0.5,
+        scope="tensor",
+    )
+    for name, tensor in expected.items():
+        torch.testing.assert_close(merged[name], tensor, rtol=0, atol=0, msg=name)
+    uniform = merge(
+        BASE,
+        [MODELS["a"], MODELS["b"], MODELS["c"]],
+        "ties",
+        weights=[1.0, 1.0, 0.5],
+        exclude=("classifier.*",),
+        density=0.5,
+        scope="tensor",
+    )
+    assert any(not torch.equal(merged[n], uniform[n]) for n in uniform)
+    card = run_module.read_merge_card(values["output"])
+    assert card["model_params"] == [{"density": d} for d in densities]

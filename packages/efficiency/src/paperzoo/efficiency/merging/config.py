@@ -3,7 +3,8 @@
     base: path/to/base                      # the pretrained checkpoint the task vectors are taken against
     models:                                 # the fine-tuned checkpoints, same tensor names and shapes as base
       - {path: path/to/a, weight: 1.0}
-      - {path: path/to/b, weight: 0.5}
+      - {path: path/to/b, weight: 0.5, params: {density: 0.5}}   # per-model overrides (ties: density; DARE:
+                                                                  # drop_rate, rescale), as in mergekit
     method: {name: ties, params: {density: 0.2, lambda_: 1.0}}
     exclude: ["classifier.*"]               # fnmatch patterns of tensors taken from base unchanged
     output: merged.safetensors
@@ -11,12 +12,11 @@
 
 Paths are relative to the working directory. `validate` checks, in order and before reading any weight: every
 checkpoint exists and has a known format; the method is one of `method_names()` (a typo lists them); its parameters
-are among `method_parameters(name)` and in range (`validate_parameters`); weights are finite and fit the method;
+are among `method_parameters(name)` and in range (`validate_parameters`), and so are each model's `params`
+overrides, which may only name the method's per-model parameters (`validate_model_parameters`); weights are finite
+and fit the method;
 every exclude pattern matches a tensor of base; every model has exactly base's tensors with base's shapes, read from
 headers (`io.inspect`); the output is a `.safetensors` path, is none of the inputs, and its directory is writable.
-
-Deviation from the brief: a model entry has no per-model `params` (mergekit's per-model density), because the
-engine (`procedure.merge`) takes one value per parameter; an entry with `params` is refused by name.
 """
 
 import fnmatch
@@ -31,15 +31,16 @@ import yaml
 
 from paperzoo.core.errors import ConfigError, require
 from paperzoo.efficiency.merging.io import TensorInfo, checkpoint_format, inspect
-from paperzoo.efficiency.merging.procedure import method_names, validate_parameters
+from paperzoo.efficiency.merging.procedure import method_names, validate_model_parameters, validate_parameters
 
 
 @dataclass
 class ModelSpec:
-    """One fine-tuned checkpoint: its path and its weight w_i in the merge."""
+    """One fine-tuned checkpoint: its path, its weight w_i in the merge, and its overrides of per-model parameters."""
 
     path: str
     weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,7 +88,8 @@ def config_from_dict(values: Mapping[str, Any]) -> MergeConfig:
     require(isinstance(values, Mapping), f"a merge config must be a mapping, got {type(values).__name__}")
     raw = dict(values)
     require(
-        isinstance(raw.get("models"), list), f"models must be a list of {{path, weight}}, got {raw.get('models')!r}"
+        isinstance(raw.get("models"), list),
+        f"models must be a list of {{path, weight, params}}, got {raw.get('models')!r}",
     )
     raw["models"] = [_spec(m, ModelSpec, f"models[{i}]") for i, m in enumerate(raw["models"])]
     method = raw.get("method")
@@ -128,6 +130,16 @@ def validate(config: MergeConfig) -> MergePlan:
         f"merge method {config.method.name!r} is unknown; expected one of {', '.join(names)}",
     )
     validate_parameters(config.method.name, config.method.params)  # names and ranges
+    for i, model in enumerate(config.models):
+        require(
+            isinstance(model.params, Mapping),
+            f"models[{i}] ({model.path}) has params {model.params!r}; expected a mapping of parameter overrides",
+        )
+        try:  # one model at a time, so the message can name it by its path
+            validate_model_parameters(config.method.name, config.method.params, [model.params], 1)
+        except ConfigError as error:
+            reason = str(error).removeprefix("model_params[0]: ")
+            raise ConfigError(f"models[{i}] ({model.path}) params: {reason}") from None
     for i, model in enumerate(config.models):
         weight = model.weight
         require(
@@ -175,3 +187,8 @@ def _check_layout(base: Mapping[str, TensorInfo], model: Mapping[str, TensorInfo
 
 def weights(config: MergeConfig) -> list[float]:
     return [float(m.weight) for m in config.models]
+
+
+def model_params(config: MergeConfig) -> list[dict[str, Any]]:
+    """Each model's overrides of the method's per-model parameters ({} for none)."""
+    return [dict(m.params) for m in config.models]

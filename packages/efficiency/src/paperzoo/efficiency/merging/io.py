@@ -10,8 +10,11 @@ Formats read (`checkpoint_format` names them):
 `inspect` gives {name: (shape, dtype)} without reading weights: safetensors from the file header (`safe_open`),
 torch files through `torch.load(mmap=True, weights_only=True)` (tensors stay on disk, paged in on use).
 `LazyStateDict` reads one tensor at a time on access, so a merge holds one tensor per input at once, plus its output.
-`save_safetensors` streams tensors into the safetensors layout (8-byte little-endian header length, JSON header,
-raw little-endian bytes) through `paperzoo.core.io.atomic_open`, so a killed run leaves no partial file.
+`save_safetensors_stream` writes the safetensors layout (8-byte little-endian header length, JSON header, raw
+little-endian bytes) from a known {name: (shape, dtype)} layout and then (name, tensor) pairs as a generator yields
+them (the merge tool feeds it `procedure.merge_iter`, so no merged model is ever held whole); `save_safetensors` does
+the same for an in-memory dict. Both go through `paperzoo.core.io.atomic_open`, so a killed run leaves no partial
+file.
 
 Deviations: a torch file saved in the legacy (pre-1.6, non-zip) format cannot be memory-mapped and is read whole; a
 torch file holding objects other than tensors and containers (a Lightning checkpoint's hyperparameters) is unpickled
@@ -20,9 +23,10 @@ with `weights_only=False`, as `paperzoo.core.io.load_checkpoint_file` does, so r
 
 import hashlib
 import json
+import math
 import pickle
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,26 +196,56 @@ def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]) -> int:
-    """Write `tensors` as one safetensors file with string `metadata`, atomically; returns the bytes written."""
+def layout_of(tensors: Mapping[str, torch.Tensor]) -> dict[str, TensorInfo]:
+    """{name: (shape, dtype)} of in-memory tensors, in their order (what `save_safetensors_stream` takes)."""
+    return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+
+
+def save_safetensors_stream(
+    layout: Mapping[str, TensorInfo],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    path: str | Path,
+    metadata: Mapping[str, str],
+) -> int:
+    """Write (name, tensor) pairs as they come into one safetensors file, atomically; returns the bytes written.
+
+    The header is written first from `layout` ({name: (shape, dtype)}, in file order), so `tensors` may be a
+    generator (e.g. `procedure.merge_iter`): each tensor is written and released before the next is requested. A
+    tensor that comes out of `layout`'s order, with another shape or dtype, or a stream that ends early or runs
+    long, is a `DataError` and leaves no file.
+    """
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     offset = 0
-    for name, tensor in tensors.items():
-        if tensor.dtype not in DTYPE_NAMES:
-            raise DataError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors does not store")
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {
-            "dtype": DTYPE_NAMES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
+    for name, (shape, dtype) in layout.items():
+        if dtype not in DTYPE_NAMES:
+            raise DataError(f"tensor {name!r} has dtype {dtype}, which safetensors does not store")
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the format pads the header to a multiple of 8 bytes
+    expected = iter(layout.items())
     with atomic_open(path, "wb") as handle:
         handle.write(len(encoded).to_bytes(8, "little"))
         handle.write(encoded)
-        for tensor in tensors.values():
+        for name, tensor in tensors:
+            want_name, (shape, dtype) = next(expected, (None, ((), None)))
+            if name != want_name:
+                raise DataError(f"tensor {name!r} came where the layout expects {want_name!r}")
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise DataError(
+                    f"tensor {name!r} is {list(tensor.shape)} {tensor.dtype}; the layout says {list(shape)} {dtype}"
+                )
             flat = tensor.detach().to("cpu").contiguous().reshape(-1)  # [numel]
-            handle.write(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+            if flat.numel():
+                handle.write(flat.view(torch.uint8).numpy().data)  # a view of the tensor's bytes, not a copy
+            del flat, tensor  # the caller's generator may now produce the next tensor without this one alive
+        missing = next(expected, None)
+        if missing is not None:
+            raise DataError(f"the tensors ended before {missing[0]!r} of the layout")
     return 8 + len(encoded) + offset
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str]) -> int:
+    """Write `tensors` as one safetensors file with string `metadata`, atomically; returns the bytes written."""
+    return save_safetensors_stream(layout_of(tensors), tensors.items(), path, metadata)

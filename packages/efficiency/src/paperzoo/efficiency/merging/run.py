@@ -2,15 +2,20 @@
 
     paperzoo merge --config merge.yaml          (or a packaged config, e.g. merge/tiny; any key also as --key value)
 
-The whole config is checked before any weight is read (`config.validate`: files, method, parameters, weights, tensor
-names and shapes from headers, output directory). The checkpoints are then opened lazily (`io.LazyStateDict`: one
-tensor read at a time) and merged by `procedure.merge` (TIES arXiv:2306.01708, DARE arXiv:2311.03099, task
-arithmetic arXiv:2212.04089). The output is written atomically as safetensors; its metadata holds {"format": "pt"}
-(what Hugging Face loaders expect) and "paperzoo_merge", the merge card as JSON: method, full parameters (defaults
-filled in), weights, exclude patterns, seed, the SHA-256 of base and of every model, and the paperzoo versions.
+The whole config is checked before any weight is read (`config.validate`: files, method, parameters, per-model
+parameters, weights, tensor names and shapes from headers, output directory). The checkpoints are then opened lazily
+(`io.LazyStateDict`: one tensor read at a time) and merged by `procedure.merge_iter` (TIES arXiv:2306.01708, DARE
+arXiv:2311.03099, task arithmetic arXiv:2212.04089), whose merged tensors stream straight into the safetensors
+writer (`io.save_safetensors_stream`, header from base's layout): at any time the run holds one tensor of each input
+and the merged tensor, never a whole model (peak RSS measured by the `merge` card's check,
+`paperzoo.efficiency.merging.checks.merge_tool`). The output is written atomically; its metadata holds {"format":
+"pt"} (what Hugging Face loaders expect) and "paperzoo_merge", the merge card as JSON: method, full parameters
+(defaults filled in), each model's parameter overrides, weights, exclude patterns, seed, the SHA-256 of base and of
+every model, and the paperzoo versions.
 """
 
 import json
+import math
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,9 +23,9 @@ from typing import Any
 
 from safetensors import safe_open
 
-from paperzoo.efficiency.merging.config import MergeConfig, MethodSpec, ModelSpec, validate, weights
-from paperzoo.efficiency.merging.io import LazyStateDict, save_safetensors, sha256
-from paperzoo.efficiency.merging.procedure import merge, validate_parameters
+from paperzoo.efficiency.merging.config import MergeConfig, MethodSpec, ModelSpec, model_params, validate, weights
+from paperzoo.efficiency.merging.io import LazyStateDict, save_safetensors_stream, sha256
+from paperzoo.efficiency.merging.procedure import merge_iter, validate_parameters
 
 CARD_METADATA_KEY = "paperzoo_merge"
 
@@ -37,6 +42,7 @@ def merge_card(config: MergeConfig, params: dict[str, Any]) -> dict[str, Any]:
     return {
         "method": config.method.name,
         "params": params,
+        "model_params": model_params(config),
         "weights": weights(config),
         "exclude": list(config.exclude),
         "seed": config.seed,
@@ -59,23 +65,27 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
     params = validate_parameters(config.method.name, config.method.params)  # defaults filled in, for the card
     base = LazyStateDict(config.base)
     models = [LazyStateDict(m.path) for m in config.models]
-    merged = merge(
+    merged = merge_iter(
         base,
         models,
         config.method.name,
         weights=weights(config),
         exclude=tuple(config.exclude),
         seed=config.seed,
+        model_params=model_params(config),
         **config.method.params,
     )
+    # merged tensors take base's shapes and dtypes, so base's header is the output's layout
     card = merge_card(config, params)
-    written = save_safetensors(merged, config.output, {"format": "pt", CARD_METADATA_KEY: json.dumps(card)})
+    written = save_safetensors_stream(
+        plan.layout, merged, config.output, {"format": "pt", CARD_METADATA_KEY: json.dumps(card)}
+    )
     return {
         "output": str(config.output),
         "method": config.method.name,
         "models": len(config.models),
         "tensors": len(plan.layout),
-        "parameters": sum(t.numel() for t in merged.values()),
+        "parameters": sum(math.prod(shape) for shape, _ in plan.layout.values()),
         "bytes_written": written,
         "seconds": time.perf_counter() - start,
     }
@@ -93,7 +103,8 @@ def merge_models(
 
     Args:
         base: the pretrained checkpoint (.safetensors, .pt/.pth/.bin/.ckpt, or a Hugging Face model directory).
-        models: the fine-tuned checkpoints, each {path, weight}; same tensor names and shapes as base.
+        models: the fine-tuned checkpoints, each {path, weight, params}; same tensor names and shapes as base; params
+            overrides the method's per-model parameters for that model (ties: density; dare_*: drop_rate, rescale).
         method: {name, params}: name one of average, task_arithmetic, ties, dare_task_arithmetic, dare_ties;
             params those of the method (ties: density, scope, lambda_; dare_*: drop_rate, rescale, lambda_).
         output: the merged model, a .safetensors file (written atomically, merge card in its metadata).
