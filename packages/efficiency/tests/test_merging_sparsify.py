@@ -10,6 +10,7 @@ from paperzoo.efficiency.merging.procedure import merge
 from paperzoo.efficiency.merging.sparsify import (
     generator_for,
     global_threshold,
+    global_thresholds,
     magnitude_mask,
     magnitude_threshold,
     order_statistics,
@@ -132,6 +133,16 @@ def test_global_threshold_equals_the_concatenated_kthvalue(density: float) -> No
         low = [parts[0].to(dtype), parts[1].to(dtype)]
         concatenated = torch.cat([p.float().abs().reshape(-1) for p in low])
         assert global_threshold(low, density) == magnitude_threshold(concatenated, density)
+
+
+def test_global_thresholds_of_several_models_at_once() -> None:
+    g = torch.Generator().manual_seed(12)
+    models = [[torch.randn(30, generator=g) * s, torch.randn(4, 5, generator=g)] for s in (0.1, 1.0, 3.0)]
+    densities = [0.05, 0.3, 0.9]
+    steps = [torch.stack([m[t] for m in models]) for t in range(2)]  # per tensor: (K, *shape)
+    together = global_thresholds(lambda: iter(steps), densities)
+    assert together == [global_threshold(m, d) for m, d in zip(models, densities, strict=True)]
+    assert global_thresholds(lambda: iter(steps), [0.01, 1.0, 0.5])[0] == float("inf")
 
 
 def test_global_threshold_k_zero_and_k_n() -> None:

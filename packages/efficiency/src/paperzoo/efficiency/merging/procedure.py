@@ -15,8 +15,9 @@ Methods (all stream tensor by tensor; the merged tensor takes the base tensor's 
 Deviations and choices: weights enter TIES's election and disjoint mean as a weighted sum and weighted mean (all 1
 gives the paper); ties and dare_ties need weights > 0, average weights >= 0 with a positive sum. Tensors that are
 not floating point (integer buffers such as position ids or BatchNorm's num_batches_tracked) and tensors matched by
-an `exclude` pattern (fnmatch, e.g. "classifier.*") are copied from the base. Global TIES thresholds take one extra
-pass over the models (one model's magnitudes at a time). Inputs may be any mapping of name -> tensor (a lazy one
+an `exclude` pattern (fnmatch, e.g. "classifier.*") are copied from the base. Global TIES thresholds are exact and
+take two extra streamed passes over the models (one tensor of each model at a time; `sparsify.order_statistics`);
+PCB's statistics take four. Inputs may be any mapping of name -> tensor (a lazy one
 loads each tensor when indexed).
 
 `merge_iter` yields the merged tensors one at a time (what `merge` collects, and what a writer can stream to disk);
@@ -34,7 +35,7 @@ import torch
 from paperzoo.core.errors import ConfigError, require
 from paperzoo.efficiency.merging.consensus import ties_merge
 from paperzoo.efficiency.merging.pcb import pcb_combine, pcb_statistics
-from paperzoo.efficiency.merging.sparsify import generator_for, global_threshold, magnitude_mask, random_drop
+from paperzoo.efficiency.merging.sparsify import generator_for, global_thresholds, magnitude_mask, random_drop
 from paperzoo.efficiency.merging.task_vector import StateDict, check_compatible, task_vector
 
 __all__ = [
@@ -61,16 +62,6 @@ class Sources:
     weights: torch.Tensor  # (K,) float32
     params: dict[str, Any]  # the global parameters
     model_params: tuple[dict[str, Any], ...]  # per model: the global parameters with its overrides
-
-    def deltas(self, index: int) -> Callable[[], Iterator[torch.Tensor]]:
-        """A function returning a fresh iterator over model `index`'s task vector, one float32 tensor at a time."""
-
-        def stream() -> Iterator[torch.Tensor]:
-            model = self.models[index]
-            for name in self.names:
-                yield task_vector(self.base[name].detach(), model[name].detach(), name)
-
-        return stream
 
     def all_deltas(self) -> Callable[[], Iterator[tuple[str, torch.Tensor]]]:
         """A function returning a fresh iterator of (name, deltas (K, *shape) float32), one tensor name at a time."""
@@ -145,12 +136,13 @@ def _task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Cont
 
 
 def _ties_thresholds(sources: Sources) -> list[float] | None:
-    # the paper's scope: one threshold per model over its whole task vector (one model streamed at a time)
+    # the paper's scope: one threshold per model over its whole task vector (two streamed passes over all models)
     if sources.params["scope"] != "global":
         return None
-    return [
-        global_threshold(sources.deltas(i), float(params["density"])) for i, params in enumerate(sources.model_params)
-    ]
+    stream = sources.all_deltas()
+    return global_thresholds(
+        lambda: (deltas for _, deltas in stream()), [float(params["density"]) for params in sources.model_params]
+    )
 
 
 def _ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:

@@ -16,6 +16,7 @@
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 
 import torch
 
@@ -135,16 +136,32 @@ def global_threshold(deltas: Callable[[], Iterable[torch.Tensor]] | Sequence[tor
         )
     source = deltas if callable(deltas) else (lambda: iter(deltas))
 
-    def magnitudes() -> Iterator[tuple[torch.Tensor]]:
+    def steps() -> Iterator[tuple[torch.Tensor]]:
         for delta in source():
-            yield (delta.detach().abs(),)
+            yield (delta,)
 
-    def rank(n: int) -> list[int]:
-        k = keep_count(density, n)
-        return [n - k] if k else []  # the k-th largest is the (n - k)-th smallest, 0-based
+    return global_thresholds(steps, [density])[0]
 
-    (values,) = order_statistics(magnitudes, [rank])
-    return values[0] if values else float("inf")
+
+def _top_rank(n: int, density: float) -> list[int]:
+    k = keep_count(density, n)
+    return [n - k] if k else []  # the k-th largest is the (n - k)-th smallest, 0-based
+
+
+def global_thresholds(
+    deltas: Callable[[], Iterable[Sequence[torch.Tensor]]], densities: Sequence[float]
+) -> list[float]:
+    """`global_threshold` of K models at once: each step of `deltas()` yields one tensor's K deltas (e.g. (K, *shape)).
+
+    Two streamed passes over all the models together (instead of two per model), holding one tensor of each model.
+    """
+
+    def magnitudes() -> Iterator[list[torch.Tensor]]:
+        for step in deltas():
+            yield [delta.detach().abs() for delta in step]
+
+    values = order_statistics(magnitudes, [partial(_top_rank, density=density) for density in densities])
+    return [v[0] if v else float("inf") for v in values]
 
 
 def magnitude_mask(delta: torch.Tensor, density: float, threshold: float | None = None) -> torch.Tensor:
