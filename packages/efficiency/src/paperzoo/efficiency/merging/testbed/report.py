@@ -89,7 +89,7 @@ def vision_report(testbed: VisionTestbed, seconds: float) -> str:
 
 
 def text_report(testbed: TextTestbed, seconds: float) -> str:
-    corpora = list(testbed.loss_table[next(iter(testbed.loss_table))])
+    corpora = list(testbed.base_loss)
     table = {"base": testbed.base_loss} | testbed.loss_table
     merged = average(list(testbed.experts.values()))
     table["average"] = {c: testbed.loss(merged, c) for c in corpora}

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError, DataError, require
 from paperzoo.core.lm.data import ByteTokenizer
 from paperzoo.core.lm.gpt import GPT
@@ -281,7 +282,8 @@ def _build(recipe: TextRecipe, directory: Path, progress: bool) -> None:
 def _load(recipe: TextRecipe, directory: Path, meta: dict[str, Any], loaded_from_cache: bool) -> TextTestbed:
     paths = {"base": directory / "base.safetensors"}
     paths |= {c: directory / f"expert-{c}.safetensors" for c in recipe.corpora}
-    loss_table = {e: {c: float(v) for c, v in row.items()} for e, row in meta["loss_table"].items()}
+    # meta.json sorts its keys; tables come back in the order of TEXT_CORPORA and the recipe.
+    loss_table = {e: {c: float(meta["loss_table"][e][c]) for c in TEXT_CORPORA} for e in recipe.corpora}
     return TextTestbed(
         recipe=recipe,
         corpora=tuple(recipe.corpora),
@@ -289,7 +291,7 @@ def _load(recipe: TextRecipe, directory: Path, meta: dict[str, Any], loaded_from
         experts={c: load_state(paths[c]) for c in recipe.corpora},
         expert_loss={c: loss_table[c][c] for c in recipe.corpora},
         expert_accuracy={c: float(meta["accuracy_table"][c][c]) for c in recipe.corpora},
-        base_loss={c: float(v) for c, v in meta["base_loss"].items()},
+        base_loss={c: float(meta["base_loss"][c]) for c in TEXT_CORPORA},
         loss_table=loss_table,
         paths=paths,
         directory=directory,
@@ -315,7 +317,9 @@ def text_testbed(recipe: TextRecipe | None = None, progress: bool = True) -> Tex
         meta = read_meta(directory)
         loaded = meta is not None
         if meta is None:
-            _build(recipe, directory, progress)
+            # One intra-op thread: the same tensors on every machine, and no spinning OpenMP threads on shared cores.
+            with torch_threads(1):
+                _build(recipe, directory, progress)
             meta = read_meta(directory)
             assert meta is not None
     return _load(recipe, directory, meta, loaded_from_cache=loaded)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError, require
 from paperzoo.efficiency.merging.testbed.build import (
     StateDict,
@@ -377,7 +378,9 @@ def vision_testbed(recipe: VisionRecipe | None = None, progress: bool = True) ->
         meta = read_meta(directory)  # another process may have finished while we waited
         loaded = meta is not None
         if meta is None:
-            _build(recipe, directory, progress)
+            # One intra-op thread: the same tensors on every machine, and no spinning OpenMP threads on shared cores.
+            with torch_threads(1):
+                _build(recipe, directory, progress)
             meta = read_meta(directory)
             assert meta is not None
     return _load(recipe, directory, meta, loaded_from_cache=loaded)
