@@ -40,6 +40,7 @@ import torch
 from paperzoo.core.card import MethodCard
 from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.efficiency.merging.checks.common import Testbed, table, tune_lambda
+from paperzoo.efficiency.merging.checks.dare import gain_kept
 from paperzoo.efficiency.merging.compeft import (
     CompressedTaskVector,
     compeft_compress,
@@ -140,10 +141,6 @@ def quantized_state(base: StateDict, expert: StateDict, bits: int) -> tuple[Stat
     return _retie(out, tied), size
 
 
-def _gain(acc: float, base_acc: float, expert_acc: float) -> float:
-    return (acc - base_acc) / (expert_acc - base_acc)
-
-
 def expert_table(
     testbed: Testbed, tasks: Sequence[str], setting: Setting, directory: Path
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[float, CompressedTaskVector]]]:
@@ -171,7 +168,7 @@ def expert_table(
             size = save_compeft(best, directory / f"{task}-{k}.safetensors")
             row |= {
                 f"compeft k={k} acc": acc,
-                f"compeft k={k} gain": _gain(acc, base_acc, expert_acc),
+                f"compeft k={k} gain": gain_kept(acc, base_acc, expert_acc),
                 f"compeft k={k} rel": acc / expert_acc,
                 f"compeft k={k} alpha": alpha,
                 f"compeft k={k} bytes": size,
@@ -181,13 +178,13 @@ def expert_table(
             }
             sparse = _retie(topk_task_vector(base, expert, density=k, exclude=tied), _tied(base))
             acc = float(testbed.accuracy(sparse, task))
-            row |= {f"topk k={k} acc": acc, f"topk k={k} gain": _gain(acc, base_acc, expert_acc)}
+            row |= {f"topk k={k} acc": acc, f"topk k={k} gain": gain_kept(acc, base_acc, expert_acc)}
         for bits in QUANT_BITS:
             state, size = quantized_state(base, expert, bits)
             acc = float(testbed.accuracy(state, task))
             row |= {
                 f"int{bits} acc": acc,
-                f"int{bits} gain": _gain(acc, base_acc, expert_acc),
+                f"int{bits} gain": gain_kept(acc, base_acc, expert_acc),
                 f"int{bits} bytes": size,
                 f"int{bits} ratio fp32": fp32 / size,
             }
