@@ -24,6 +24,7 @@ import math
 import random
 import statistics
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -233,6 +234,8 @@ def table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str] | None
     return "\n".join(lines)
 
 
+_CACHED = 8  # merged task vectors kept by a method_builder (more than the subsets of one size)
+
 # (tasks, lambda or None) -> merged state dict
 Builder = Callable[[Sequence[str], float | None], StateDict]
 
@@ -243,11 +246,24 @@ def has_lambda(method: str) -> bool:
 
 
 def method_builder(testbed: Testbed, method: str, **params: Any) -> Builder:
-    """A `Builder` merging the tasks' experts with engine method `method` (lambda ignored without a lambda_)."""
+    """A `Builder` merging the tasks' experts with engine method `method` (lambda ignored without a lambda_).
+
+    Every engine method with a lambda_ returns base + lambda_ * (merged task vector), so the merge is computed once
+    per task subset at lambda_ = 1 (the last `_CACHED` subsets are kept) and rescaled for each lambda of a search.
+    """
+    cache: OrderedDict[tuple[str, ...], StateDict] = OrderedDict()
 
     def build(tasks: Sequence[str], lam: float | None) -> StateDict:
-        extra = {"lambda_": lam} if lam is not None and has_lambda(method) else {}
-        return merge_tasks(testbed, tasks, method, **params, **extra)
+        if lam is None or not has_lambda(method):
+            return merge_tasks(testbed, tasks, method, **params)
+        key = tuple(tasks)
+        if key not in cache:
+            merged = merge_tasks(testbed, tasks, method, **params, lambda_=1.0)
+            cache[key] = {n: merged[n].float() - testbed.base[n].float() for n in merged}  # the merged task vector
+            if len(cache) > _CACHED:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        return {n: (b.float() + lam * cache[key][n]).to(b.dtype) for n, b in testbed.base.items()}
 
     return build
 
