@@ -12,6 +12,7 @@ import torch
 from paperzoo.core.errors import ConfigError, DataError
 from paperzoo.core.testing.conformance import check_no_mutation
 from paperzoo.efficiency.merging.compeft import (
+    CompressedTaskVector,
     compeft_compress,
     load_compeft,
     payload_bytes,
@@ -74,7 +75,7 @@ def test_quantize_absmax_naive_reference() -> None:
         quantize_absmax(y, 1)
 
 
-def _compressed(density: float, seed: int = 0) -> tuple[dict[str, torch.Tensor], object]:
+def _compressed(density: float, seed: int = 0) -> tuple[dict[str, torch.Tensor], CompressedTaskVector]:
     g = torch.Generator().manual_seed(seed)
     base = {
         "big": torch.randn(64, 300, generator=g),
@@ -141,7 +142,7 @@ def test_budget_matches_the_bit_count(density: float) -> None:
     assert payload_bytes(out) == sum(_naive_bytes(t.signs) for t in out.tensors.values())
     big = out.tensors["big"].signs
     d = int(big.count_nonzero()) / big.numel()
-    entropy_bits = big.numel() * (-(d * math.log2(d) + (1 - d) * math.log2(1 - d))) + big.count_nonzero()
+    entropy_bits = big.numel() * (-(d * math.log2(d) + (1 - d) * math.log2(1 - d))) + int(big.count_nonzero())
     assert _naive_bytes(big) * 8 < 1.1 * float(entropy_bits)  # near the entropy bound of positions + signs
 
 

@@ -351,8 +351,8 @@ def save_compeft(compressed: CompressedTaskVector, path: str | Path) -> int:
             "sigma": float(tensor.sigma).hex(),
         }
     checksum = 0
-    for data in tensors.values():
-        checksum = zlib.crc32(data.numpy().tobytes(), checksum)
+    for stream in tensors.values():
+        checksum = zlib.crc32(stream.numpy().tobytes(), checksum)
     metadata = {
         "crc32": f"{checksum:08x}",
         "format": FORMAT,

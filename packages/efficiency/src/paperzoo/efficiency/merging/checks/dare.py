@@ -41,7 +41,7 @@ the model loads `head.weight` last, so its draw is the one used. Scale: 0.3M-par
 """
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -158,12 +158,12 @@ def merge_table(testbed: Testbed, tasks: Sequence[str], setting: Setting) -> dic
     base, experts = testbed.base, [testbed.experts[t] for t in tasks]
     grid = setting.lambda_grid
     rows: dict[str, dict[str, float]] = {}
-    plain = {
+    plain: dict[str, Callable[[float], StateDict]] = {
         "task_arithmetic": lambda lam: merge(base, experts, "task_arithmetic", lambda_=lam),
         "ties": lambda lam: merge(base, experts, "ties", lambda_=lam, density=setting.ties_density),
     }
-    for name, build in plain.items():
-        tuned = tune_lambda(testbed, tasks, build, grid)
+    for name, build_plain in plain.items():
+        tuned = tune_lambda(testbed, tasks, build_plain, grid)
         rows[name] = {
             "norm": tuned.test.mean_normalized,
             "acc": tuned.test.mean_accuracy,
