@@ -93,3 +93,94 @@ def test_table_renders_rows_and_missing_cells() -> None:
     assert len(lines) == 3
     assert "0.912" in lines[1] and "0.800" in lines[1]
     assert lines[2].split()[-1] == "-"
+
+
+def test_method_builder_rescales_the_lambda_one_merge_exactly() -> None:
+    g = torch.Generator().manual_seed(0)
+    bed = StandIn()
+    bed.base = {"backbone.w": torch.randn(3, generator=g)}
+    bed.experts = {t: {"backbone.w": bed.base["backbone.w"] + torch.randn(3, generator=g)} for t in "abc"}
+    for method, params in (("task_arithmetic", {}), ("ties", {"density": 0.5})):
+        build = common.method_builder(bed, method, **params)
+        for lam in (0.3, 1.0, 1.7):
+            direct = common.merge_tasks(bed, ["a", "c"], method, lambda_=lam, **params)
+            torch.testing.assert_close(build(["a", "c"], lam)["backbone.w"], direct["backbone.w"])
+    average = common.method_builder(bed, "average")(["a", "b"], None)["backbone.w"]
+    torch.testing.assert_close(average, (bed.experts["a"]["backbone.w"] + bed.experts["b"]["backbone.w"]) / 2)
+
+
+def test_shared_lambda_maximizes_the_mean_over_subsets() -> None:
+    bed = StandIn()
+    subsets = [("a", "b"), ("a", "b", "c")]
+    build = common.method_builder(bed, "task_arithmetic")
+    grid = (0.2, 0.5, 0.7, 0.9)
+    tuned = common.tune_shared_lambda(bed, subsets, build, grid)
+    means = {
+        lam: sum(common.evaluate(bed, build(s, lam), s, "val").mean_normalized for s in subsets) / 2 for lam in grid
+    }
+    assert all(t.lambda_ == max(means, key=lambda k: means[k]) for t in tuned)
+    assert [lam for lam, _ in tuned[0].val_curve] == list(grid)
+    swept = common.sweep(bed, {2: subsets[:1], 3: subsets[1:]}, {"ta": (build, grid), "avg": (build, None)})
+    assert swept["avg"][2][0].lambda_ is None
+    summary = common.summarize(swept["ta"])
+    assert summary["normalized_k3"] == pytest.approx(swept["ta"][3][0].test.mean_normalized)
+    assert summary["normalized_std_k2"] == 0.0 and "lambda_k2" in summary
+
+
+def test_ties_trim_matches_a_naive_global_top_k_and_trim_only_merges_without_election() -> None:
+    from paperzoo.efficiency.merging.checks.ties import trim_only_merge, trimmed_task_vector
+
+    g = torch.Generator().manual_seed(3)
+    base = {"a": torch.randn(4, 5, generator=g), "b": torch.randn(7, generator=g)}
+    model = {n: t + torch.randn(t.shape, generator=g) for n, t in base.items()}
+    trimmed = trimmed_task_vector(base, model, density=0.25)
+    flat = torch.cat([(model[n] - base[n]).reshape(-1) for n in base])
+    k = round(0.25 * flat.numel())
+    kth = flat.abs().sort(descending=True).values[k - 1]
+    kept = torch.cat([trimmed[n].reshape(-1) for n in base])
+    assert int((kept != 0).sum()) == k
+    torch.testing.assert_close(kept, torch.where(flat.abs() >= kth, flat, torch.zeros_like(flat)))
+    # hand case: entries (+2, -1) -> no election: mean 0.5; (3, 0) -> 3; (0, 0) -> 0
+    zero = {"w": torch.zeros(3)}
+    t1, t2 = {"w": torch.tensor([2.0, 3.0, 0.0])}, {"w": torch.tensor([-1.0, 0.0, 0.0])}
+    torch.testing.assert_close(trim_only_merge(zero, [t1, t2], 2.0)["w"], torch.tensor([1.0, 6.0, 0.0]))
+    torch.testing.assert_close(trim_only_merge(zero, [t1, t2], 1.0, "sum")["w"], torch.tensor([1.0, 3.0, 0.0]))
+
+
+@pytest.fixture
+def tiny_cache(tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAPERZOO_CACHE", str(tmp_path))
+
+
+TINY = common.Setting(vision="tiny", text="tiny", subsets=1, limit=(("val", 50), ("test", 60)))
+
+
+@pytest.mark.slow  # ~90 s: a fresh cache rebuilds the data and the tiny testbeds
+def test_check_machinery_on_the_tiny_testbed(tiny_cache: None) -> None:
+    from paperzoo.efficiency.merging.checks import fisher, pcb, ties
+
+    for module in (ties, fisher, pcb):
+        result = module.run(TINY)
+        assert result.key == module.CARD.key and result.criteria and result.curves
+        assert all(math.isfinite(c.measured) for c in result.criteria)
+        assert set(result.curves) >= {"average", "task_arithmetic"}
+        assert all(x == 2.0 for x, _ in next(iter(result.curves.values()))[:1])
+    testbed = TINY.vision_testbed()
+    assert isinstance(testbed, common.Subsampled)
+    task = testbed.tasks[0]
+    x, y = testbed.data(task, "val")
+    assert testbed.accuracy(testbed.experts[task], task, "val") * 50 == pytest.approx(
+        round(testbed.accuracy(testbed.experts[task], task, "val") * 50)
+    )
+    assert 0.0 <= testbed.expert_accuracy[task] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["ties", "fisher", "pcb"])
+def test_quick_claim_check_runs(key: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"paperzoo.efficiency.merging.checks.{key}")
+    result = module.check(quick=True)
+    assert result.key == key and len(result.criteria) >= 2
+    assert all(math.isfinite(c.measured) for c in result.criteria)
