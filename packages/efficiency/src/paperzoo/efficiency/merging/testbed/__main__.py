@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m paperzoo.efficiency.merging.testbed", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the quick recipes instead of the full ones")
     parser.add_argument("--only", choices=("vision", "text"), help="build one track only")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads of the evaluation (builds always use one)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.only in (None, "vision"):
