@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from paperzoo.core.checks import torch_threads
 from paperzoo.core.testing.conformance import check_no_mutation
 from paperzoo.efficiency.merging.procedure import METHODS, merge, merge_iter
 
@@ -22,9 +21,14 @@ IDENTITY: dict[str, dict] = {
 
 @pytest.fixture(autouse=True)
 def one_thread():  # noqa: ANN201 - a generator fixture
-    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower)."""
-    with torch_threads(1):
-        yield
+    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower).
+
+    Set here rather than with paperzoo.core.checks.torch_threads, whose import (Lightning) takes ~15 s.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _models(seed: int, count: int = 3) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.efficiency.merging import sparsify
 from paperzoo.efficiency.merging.pcb import clip_ranks, cut_ranks
@@ -14,9 +13,14 @@ from paperzoo.efficiency.merging.procedure import merge, method_parameters
 
 @pytest.fixture(autouse=True)
 def one_thread():  # noqa: ANN201 - a generator fixture
-    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower)."""
-    with torch_threads(1):
-        yield
+    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower).
+
+    Set here rather than with paperzoo.core.checks.torch_threads, whose import (Lightning) takes ~15 s.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def test_hand_computed_two_tasks() -> None:

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.core.testing.conformance import check_no_mutation
 from paperzoo.efficiency.merging.procedure import merge, merge_iter, method_names, method_parameters
@@ -12,9 +11,14 @@ from paperzoo.efficiency.merging.sparsify import generator_for, random_drop
 
 @pytest.fixture(autouse=True)
 def one_thread():  # noqa: ANN201 - a generator fixture
-    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower)."""
-    with torch_threads(1):
-        yield
+    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower).
+
+    Set here rather than with paperzoo.core.checks.torch_threads, whose import (Lightning) takes ~15 s.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _offset(base: dict[str, torch.Tensor], deltas: dict[str, list[float]]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from paperzoo.core.checks import torch_threads
 from paperzoo.core.errors import ConfigError
 from paperzoo.efficiency.merging.consensus import disjoint_mean, elect_sign
 from paperzoo.efficiency.merging.procedure import merge
@@ -20,9 +19,14 @@ from paperzoo.efficiency.merging.sparsify import (
 
 @pytest.fixture(autouse=True)
 def one_thread():  # noqa: ANN201 - a generator fixture
-    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower)."""
-    with torch_threads(1):
-        yield
+    """Small tensors: one intra-op thread (two spinning threads on the shared 2-core machine were ~500x slower).
+
+    Set here rather than with paperzoo.core.checks.torch_threads, whose import (Lightning) takes ~15 s.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def test_dare_drop_rate_and_rescale() -> None:
