@@ -42,6 +42,7 @@ def _models(seed: int, count: int = 3) -> tuple[dict[str, torch.Tensor], list[di
         "encoder.weight": exact(torch.randn(12, 9, generator=g)),
         "encoder.bias": exact(torch.randn(12, generator=g)),
         "classifier.weight": exact(torch.randn(4, 12, generator=g)),
+        "logit_scale": exact(torch.randn((), generator=g)),  # a 0-dim parameter
         "position_ids": torch.arange(5),
     }
     models = []
@@ -50,7 +51,8 @@ def _models(seed: int, count: int = 3) -> tuple[dict[str, torch.Tensor], list[di
         for name, tensor in base.items():
             if tensor.is_floating_point():
                 delta = exact(torch.randn(tensor.shape, generator=g) * 0.5)
-                delta[..., 0] = 0.0  # some untouched entries, as fine-tuning leaves (and PCB's minimum score sits at)
+                if delta.dim():  # some untouched entries, as fine-tuning leaves (and PCB's minimum score sits at)
+                    delta[..., 0] = 0.0
                 model[name] = exact(tensor + delta)
             else:
                 model[name] = tensor + 1
