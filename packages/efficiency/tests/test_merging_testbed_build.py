@@ -69,7 +69,9 @@ def test_vision_testbed_builds_once_then_loads_and_a_new_recipe_rebuilds(monkeyp
 
 def test_vision_build_is_deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # noqa: ANN001
     recipe = replace(VisionRecipe.tiny(), tasks=("lfw_faces",), pretrain_steps=5)
+    rng = torch.get_rng_state()
     first = vision_testbed(recipe, progress=False)
+    assert torch.equal(torch.get_rng_state(), rng)  # the build leaves the caller's random stream alone
     monkeypatch.setenv("PAPERZOO_CACHE", str(tmp_path / "other"))
     second = vision_testbed(recipe, progress=False)
     assert second.directory != first.directory and not second.loaded_from_cache

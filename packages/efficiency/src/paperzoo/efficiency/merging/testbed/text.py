@@ -10,6 +10,12 @@ Recipe (`TextRecipe`, `text_testbed`): core's `GPT` (byte vocabulary of 257, tie
 with AdamW on windows drawn equally from the three training splits, then per corpus every weight fine-tuned from
 it on that corpus alone at a smaller learning rate. Evaluation uses fixed windows (`TextTestbed.windows`): evenly
 spaced non-overlapping windows of `seq_len + 1` bytes of a split, the same for every model.
+
+Measured on the full recipe (0.36M parameters): test next-byte loss in nats on wikipedia / stdlib / wordnet: base
+1.935 / 1.738 / 1.928; wikipedia expert 1.852 / 2.072 / 1.981; stdlib expert 2.115 / 1.556 / 2.118; wordnet expert
+1.998 / 2.285 / 1.830 (each expert is best on its own corpus and forgets the others); plain average of the three
+experts 1.905 / 1.810 / 1.892. Task-vector cosines 0.41-0.56 (a shared "more training" direction plus the corpus),
+||tau|| / ||base|| 0.13-0.16.
 """
 
 import time
@@ -319,7 +325,8 @@ def text_testbed(recipe: TextRecipe | None = None, progress: bool = True) -> Tex
         loaded = meta is not None
         if meta is None:
             # One intra-op thread: the same tensors on every machine, and no spinning OpenMP threads on shared cores.
-            with torch_threads(1):
+            # fork_rng: the build seeds torch's global generator; the caller's stream is left as it was.
+            with torch_threads(1), torch.random.fork_rng(devices=[]):
                 _build(recipe, directory, progress)
             meta = read_meta(directory)
             assert meta is not None

@@ -14,6 +14,14 @@ Recipe (`VisionRecipe`, `vision_testbed`):
    fine-tuned for `finetune_steps` at learning rate `lr` (LP-FT, Kumar et al. 2022: starting from a probe head keeps
    the backbone's update small and on-task, the regime in which task vectors add up).
 Tasks, their data, splits and licences: `paperzoo.efficiency.merging.testbed.data`.
+
+Measured on the full recipe (0.89M parameters; 4 min 50 s of CPU on one thread; `python -m
+paperzoo.efficiency.merging.testbed` prints this table): test accuracy of the base backbone with a linear probe /
+the expert / the plain average of the six expert backbones (each with the task's own head):
+fmnist_tops 0.675 / 0.805 / 0.709, fmnist_footwear 0.901 / 0.963 / 0.911, sklearn_digits 0.933 / 0.981 / 0.936,
+opencv_digits 0.820 / 0.957 / 0.871, textures 0.677 / 0.932 / 0.767, lfw_faces 0.900 / 0.975 / 0.925 (40 test
+faces: steps of 0.025); means 0.818 / 0.935 / 0.853. Task vectors are nearly orthogonal (pairwise cosines -0.00 to
++0.08) and small (||tau|| / ||base|| 0.07-0.16). The quick recipe keeps the ordering (means 0.713 / 0.855 / 0.730).
 """
 
 import time
@@ -380,7 +388,8 @@ def vision_testbed(recipe: VisionRecipe | None = None, progress: bool = True) ->
         loaded = meta is not None
         if meta is None:
             # One intra-op thread: the same tensors on every machine, and no spinning OpenMP threads on shared cores.
-            with torch_threads(1):
+            # fork_rng: the build seeds torch's global generator; the caller's stream is left as it was.
+            with torch_threads(1), torch.random.fork_rng(devices=[]):
                 _build(recipe, directory, progress)
             meta = read_meta(directory)
             assert meta is not None
