@@ -1,7 +1,7 @@
 """PLeaS: merging two models from different initialisations with partial permutations and least squares.
 
 Paper: Nasery, Hayase, Koh and Oh, "PLeaS -- Merging Models with Permutations and Least Squares",
-https://arxiv.org/abs/2407.02447 (CVPR 2025); reference code SewoongLab/PLeaS-Merging (read for facts).
+https://arxiv.org/abs/2407.02447; reference code SewoongLab/PLeaS-Merging (read for facts).
 
 Implemented, for two `MLP`s of one architecture (hidden widths n_l) with their own heads (label spaces may differ):
 - Step 1, partial activation matching (`activation_correlation`, `partial_match`): per hidden layer, the Pearson
@@ -25,7 +25,8 @@ Deviations: the paper solves the least squares by gradient descent on the layer-
 (the reference trains with Adam under a gradient mask) and also offers a data-free variant; here each layer's
 problem is solved in closed form in float64 (`torch.linalg.lstsq`, or ridge-regularised normal equations), for
 MLPs. The reference feeds each layer the source models' features in the merged layout; `inputs="sources"` does that,
-the default `inputs="merged"` feeds the merged network's own features (the objective as written in the paper).
+the default `inputs="merged"` feeds the merged network's own features, so each layer's solve also corrects
+the error of the layers below it.
 """
 
 from collections.abc import Mapping, Sequence

@@ -1,7 +1,7 @@
 """Weight matching and the analysis of linear mode connectivity of arXiv:2402.04051.
 
 Paper: Ito, Yamada and Kumagai, "Analysis of Linear Mode Connectivity via Permutation-Based Weight Matching: With
-Insights into Other Permutation Search Methods", https://arxiv.org/abs/2402.04051 (ICLR 2025). The algorithm is
+Insights into Other Permutation Search Methods", https://arxiv.org/abs/2402.04051. The algorithm is
 git re-basin's weight matching (Ainsworth et al., arXiv:2209.04836, Algorithm 1).
 
 Implemented:
