@@ -9,7 +9,12 @@ Vision (every input 1x28x28 float32, standardized by the task's own train-split 
 | `sklearn_digits` | 0-9 | scikit-learn's bundled `digits.csv.gz` (UCI optdigits, 8x8, 1,797) | BSD-3 / CC BY 4.0 |
 | `opencv_digits` | 0-9 | Debian `opencv-doc` `examples/data/digits.png` (5,000 cells of 20x20) | Apache-2.0 |
 | `textures` | brick, grass, gravel | scikit-image's bundled `brick/grass/gravel.png` (512x512) | CC0 |
-| `lfw_faces` | non-face, face | scikit-image's `lfw_subset.npy` (100 faces + 100 non-faces, 25x25) | LFW: research |
+| `lfw_faces` | non-face, face | scikit-image's `lfw_subset.npy` (100 faces + 100 non-faces, 25x25) | see below |
+
+Textures: CC0 originals (CC0Textures Bricks25 and Gravel04, DeviantArt "Grass 01"), as scikit-image's docstrings
+say. LFW crops: faces from Labeled Faces in the Wild and non-faces from its backgrounds; LFW states no licence
+(research data), the file ships in scikit-image's BSD-3 wheel. Each is read from the installed package, never
+copied into this repository.
 
 The base backbone is pretrained on the Fashion-MNIST classes no expert task uses, Trouser, Dress and Bag
 (`PRETRAIN_CLASSES`), as a 12-way "class x rotation by k*90 degrees" problem (`load_pretrain`): three classes alone
