@@ -222,7 +222,8 @@ def _textures(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     rng = np.random.default_rng([SEED, SPLITS.index(split)])
     row_start, row_stop = TEXTURE_ROWS[split]
-    patches, labels = [], []
+    patches: list[np.ndarray] = []
+    labels: list[int] = []
     for label, name in enumerate(TEXTURES):
         path = _require_file(_package_file("skimage", "data", f"{name}.png"), f"scikit-image {name}")
         image = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0

@@ -378,7 +378,8 @@ def vision_testbed(recipe: VisionRecipe | None = None, progress: bool = True) ->
         progress: show tqdm bars while building.
     """
     recipe = recipe or VisionRecipe.full()
-    recipe = replace(recipe, tasks=tuple(recipe.tasks), channels=tuple(recipe.channels))  # lists hash like tuples
+    c1, c2 = recipe.channels
+    recipe = replace(recipe, tasks=tuple(recipe.tasks), channels=(c1, c2))  # a recipe given lists hashes like tuples
     directory = testbed_dir("vision", recipe)
     meta = read_meta(directory)
     if meta is not None:
