@@ -69,6 +69,7 @@ def test_inspect_and_lazy_reads_match_every_format(name):
     assert io.inspect(PATHS[name]) == {k: (tuple(t.shape), t.dtype) for k, t in expected.items()}
     lazy = io.LazyStateDict(PATHS[name])
     assert sorted(lazy) == sorted(expected) and len(lazy) == len(expected)
+    assert lazy.layout == io.inspect(PATHS[name]) and list(lazy.layout) == list(lazy)  # shapes without reads
     for key, tensor in expected.items():
         assert torch.equal(lazy[key], tensor), key
 

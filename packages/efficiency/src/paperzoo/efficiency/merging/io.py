@@ -155,19 +155,29 @@ def inspect(path: str | Path) -> dict[str, TensorInfo]:
 
 
 class LazyStateDict(Mapping[str, torch.Tensor]):
-    """A checkpoint's tensors by name, each read from disk when accessed (a fresh CPU tensor; never cached)."""
+    """A checkpoint's tensors by name, each read from disk when accessed (a fresh CPU tensor; never cached).
+
+    `layout` holds {name: (shape, dtype)} from the headers (as `inspect` gives it), so code that only needs shapes,
+    such as a compatibility check, can read them without loading any tensor.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._source: dict[str, Path] = {}
         self._torch: dict[Path, dict[str, torch.Tensor]] = {}
+        self.layout: dict[str, TensorInfo] = {}
         for file, names in checkpoint_files(self.path).items():
             if file.suffix == ".safetensors":
-                keys = names if names is not None else list(_safetensors_header(file))
+                infos = _safetensors_header(file)
             else:
                 self._torch[file] = _torch_state_dict(file)  # memory-mapped: nothing is read yet
-                keys = names if names is not None else list(self._torch[file])
+                infos = {name: (tuple(t.shape), t.dtype) for name, t in self._torch[file].items()}
+            keys = names if names is not None else list(infos)
+            missing = sorted(set(keys) - set(infos))
+            if missing:
+                raise DataError(f"shard {file} lacks tensor {missing[0]!r} that its index assigns to it")
             self._source.update(dict.fromkeys(keys, file))
+            self.layout.update({name: infos[name] for name in keys})
 
     def __getitem__(self, name: str) -> torch.Tensor:
         file = self._source[name]
