@@ -76,7 +76,9 @@ CARD = MethodCard(
     check="paperzoo.efficiency.merging.checks.compeft:check",
 )
 
-ALPHAS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+# The first full run's grid (0.5-6) put alpha at its top (6) for half the experts: sigma is over the whole task vector,
+# and the kept top-k entries sit many sigmas out, so the grid reaches 16.
+ALPHAS: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 11.0, 16.0)
 KEEP_GAIN = 0.95
 MIN_RATIO = 8.0
 MERGE_MARGIN = 0.01
@@ -94,7 +96,7 @@ class Setting:
     vision: VisionRecipe | None = None
     densities: tuple[float, ...] = (0.05, 0.1, 0.2)
     alphas: tuple[float, ...] = ALPHAS
-    lambda_grid: tuple[float, ...] = (0.3, 0.5, 0.7, 1.0, 1.3, 1.6, 2.0)
+    lambda_grid: tuple[float, ...] = (0.2, 0.3, 0.5, 0.7, 1.0, 1.5)  # TIES peaked at 0.3-0.5 here
     ties_density: float = 0.2
 
 
