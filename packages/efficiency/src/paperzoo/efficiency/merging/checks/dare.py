@@ -103,7 +103,7 @@ FULL = Setting(
     text=TextRecipe.full(),
     vision=VisionRecipe.full(),
     seeds=(0, 1, 2),
-    lambda_grid=(0.2, 0.3, 0.5, 0.7, 1.0),
+    lambda_grid=(0.1, 0.2, 0.3, 0.5, 0.7, 1.0),  # the first full run's grid from 0.2 had task arithmetic at 0.2
     delta_sweep=(("small-lr", 1.0, 0.1), ("long", 2.0, 5.0)),
 )
 
