@@ -27,6 +27,15 @@ Text track (reported, not decided on): the three byte-level GPT experts of `text
 WordNet glosses) merged by averaging, task arithmetic and TIES (lambda tuned on val), with next-byte accuracy
 normalized by each corpus's expert and the mean test loss.
 
+Result (full mode, 2026-11-28, benchmarks/results/ties.json, 143 s on one thread + the testbed's 566 s build): FAIL.
+Normalized test accuracy at k = 2, 3, 4, 5, 6: average .973 .951 .951 .915 .912; task arithmetic .979 .945 .954
+.916 .917; TIES .980 .938 .949 .910 .915; trim-only .968 .943 .952 .917 .917; elect-only .980 .933 .950 .911 .918.
+At k = 6: TIES - task arithmetic -0.0024 (fails), task arithmetic - average +0.0047 (passes), TIES - trim-only
+-0.0025 (fails); the TIES - task arithmetic gap does not grow (+0.0009 at k = 2). Every method stays within one
+point of the others: averaging alone keeps 91% of the experts' accuracy at k = 6, so the small LP-FT experts
+interfere little, and TIES's trim and election have little to resolve. Text track: normalized next-byte accuracy
+average .965, task arithmetic .962, TIES .958 (mean test loss 1.869, 1.850, 1.862; experts 1.746, base 1.867).
+
 Deviation from the paper: ViT/T5 experts and 7-8 tasks become the CPU testbed's 6 small-CNN experts; the paper's
 k = 20% and lambda search on validation are kept.
 """
