@@ -33,7 +33,7 @@ the dense fp32 task vector (0.6-0.7 bits per parameter at 10%, header included).
 at k=10% for every expert, but the share of the fine-tuning gain kept does not reach 0.95 at any k for every expert:
 text 0.42-0.81 (10%) and 0.69-0.92 (20%); vision 0.67-0.99 (10%) and 0.98-1.06 (20%) on five tasks, lfw_faces stuck
 at 0.67 (its 40 test images: one image is a third of its gain). Ternary ComPEFT beats sparsify-only at every k;
-int4 (8x) keeps 0.93-1.08, int2 (16x) 0.12-0.47. TIES of the ComPEFT experts at 10% is within 0.002 (text) and
+int4 (8x) keeps 0.93-1.08, int2 (16x) -0.06-0.47. TIES of the ComPEFT experts at 10% is within 0.002 (text) and
 0.004 (vision) of TIES of the originals.
 """
 
