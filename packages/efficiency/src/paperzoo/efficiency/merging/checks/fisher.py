@@ -16,6 +16,14 @@ Figures: normalized test accuracy (merged / the task's expert), averaged over a 
 Decision rule (fixed before the full run): fisher - average >= MARGIN on the mean over every subset of every size,
 and at the largest size (all tasks).
 
+Result (full mode, 2026-11-28, benchmarks/results/fisher.json, 70 s on one thread incl. 34 s of Fisher estimation,
++ the testbed's 566 s build): FAIL. Normalized test accuracy at k = 2 .. 6: average .973 .951 .951 .915 .912;
+fisher (normalized Fishers, the decided variant) .949 .875 .889 .888 .847: -0.049 pooled over the 18 subsets (std
+0.033, wins 22%), -0.065 at k = 6. The formula as written (fisher_unnormalized) does beat averaging: .976 .956 .941
+.922 .918, +0.0018 pooled, +0.0057 at k = 6 (task arithmetic .945 pooled, .917 at k = 6). Normalizing each Fisher by
+its norm hands the merge to the experts with the smallest Fisher (the most confident, e.g. lfw_faces), at the cost of
+the others; the rule was fixed on the normalized variant (the reference code's default) before the run and is kept.
+
 Deviations from the paper: BERT/RoBERTa GLUE fine-tunes and ImageNet ensembles become the CPU testbed's small-CNN
 experts; the merging coefficients lambda_i are uniform (the paper grid-searches them for 2-model merges on the
 target task's validation set; uniform is its setting for merging many models); the paper's comparison against

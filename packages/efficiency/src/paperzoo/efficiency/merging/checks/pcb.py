@@ -16,6 +16,13 @@ accuracy (merged / the task's expert) averaged over a subset's tasks, then over 
 Decision rule (fixed before the full run): pcb - ties >= 0 on the mean over every subset of every size, and at the
 largest size (all tasks). The per-subset difference's spread (population std) and win rate are reported.
 
+Result (full mode, 2026-11-28, benchmarks/results/pcb.json, 115 s on one thread + the testbed's 566 s build): PASS.
+Normalized test accuracy at k = 2 .. 6: PCB .975 .945 .956 .918 .917; TIES .980 .938 .949 .910 .915; task
+arithmetic .979 .945 .954 .916 .917; average .973 .951 .951 .915 .912; DARE-TIES .963 .938 .948 .913 .911; PCB at
+ratio 0.2 .977 .952 .958 .918 .918. PCB - TIES: +0.0041 pooled over the 18 subsets (std 0.0082, PCB ahead on 78%),
++0.0022 at k = 6, -0.005 at k = 2. PCB is level with task arithmetic (+0.0001 pooled): on this testbed every method
+is within about a point, and TIES is the weakest of the three, so the claim holds on a low bar.
+
 Deviations from the paper: ViT/T5 experts and 7-8 tasks become the CPU testbed's 6 small-CNN experts; the paper's
 optional per-task lambda search with CMA-ES is not run (one lambda per method and size, on val, as for every other
 method here).
