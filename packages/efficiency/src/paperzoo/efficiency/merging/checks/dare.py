@@ -38,6 +38,16 @@ testbed expert (the paper: DARE needs small deltas, it fails after long training
 
 Deviations: the tied embedding/head of the GPT are two entries of the state dict, dropped with independent masks;
 the model loads `head.weight` last, so its draw is the one used. Scale: 0.3M-parameter models instead of 7B LLMs.
+
+Full run (benchmarks/results/dare.json, 444 s, testbeds cached: text built in 391 s, vision in 566 s): FAIL on the
+gain kept at p = 0.9, PASS on everything else. DARE at p = 0.9 keeps >= 95% of every expert's accuracy (text
+0.950-0.961, vision 0.953-1.0), but on text that is the base's level: the gain kept is -0.11 to 0.26 (0.87-0.94 at
+p = 0.5); on vision 0.82 (textures) to 1.0, >= 0.94 on five of six tasks. Without the rescale p = 0.9 keeps <= 0.20
+(text) / 0.33 (vision) of the gain, the raw-weight drop falls far below the base (-1.4 to -24). Merging: DARE+TA vs
+TA +0.001 (text) / -0.004 (vision), DARE+TIES vs TIES +0.004 / -0.002, with p = 0.5 chosen on val for all but vision
+DARE+TIES. The delta sweep is the paper's small-delta condition: wikipedia fine-tuned at 0.1x the learning rate
+(||delta|| / ||theta|| = 0.02) keeps 0.82 of its gain at p = 0.9 and 1.02 at p = 0.5; the testbed expert (0.12)
+-0.005 and 0.87; the long-trained one (0.49) collapses already at p = 0.5 (-0.07).
 """
 
 import time
