@@ -1,1 +1,1 @@
-"""The claim checks of the merging papers, one module per card (`CARD` and `check(quick)`), all on the shared testbed."""
+"""The claim checks of the merging papers: one module per card (`CARD` and `check(quick)`), on the shared testbed."""
