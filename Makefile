@@ -4,7 +4,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen --all-packages
 KEY ?= wsd
 
-.PHONY: setup demo test lint test-fast test-slow test-peers peers check check-all report bench build clean
+.PHONY: setup demo test lint test-fast test-slow test-peers peers testbed check check-all report bench build clean
 
 setup:  ## uv (bootstrapped with pip if missing), the locked environment, and the Debian data packages
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -36,6 +36,9 @@ peers: setup  ## the peer libraries (peers group; granite-tsfm, pylate and FunAS
 
 test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python, mambapy, FunASR)
 	$(UV) run --frozen --all-packages --group peers pytest -n 2 -m peers
+
+testbed: setup  ## the merging testbed: Fashion-MNIST base + vision experts, GPT base + text experts (cached by recipe)
+	$(RUN) python -m paperzoo.efficiency.merging.testbed
 
 check: setup  ## full-mode claim check of KEY (default wsd), written to benchmarks/results/KEY.json
 	$(RUN) paperzoo check $(KEY)
