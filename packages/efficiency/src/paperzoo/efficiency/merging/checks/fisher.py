@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 __all__ = ["CARD", "check", "expert_fishers", "run"]
 
 MARGIN = 0.001  # 0.1 normalized-accuracy point: "beats" beyond rounding
-FISHER_EXAMPLES = {"full": 512, "quick": 128, "tiny": 32}
+# "long": the stronger fine-tuning regime of benchmarks/studies/merging_finetune_regime.py
+FISHER_EXAMPLES = {"full": 512, "long": 512, "quick": 128, "tiny": 32}
 
 FULL = common.Setting(vision="full", text=None, subsets=2, limit=(("val", 300), ("test", 1000)))
 QUICK = common.Setting(vision="quick", text=None, subsets=1, sizes=(2, 4), limit=(("val", 150), ("test", 300)))
