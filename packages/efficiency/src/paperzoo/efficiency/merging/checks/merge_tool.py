@@ -28,6 +28,17 @@ Decision rule (fixed before the first run), for every K:
 The streamed increment / model bytes and both runs' seconds are reported too.
 
 Quick mode: a ~20M-parameter model (78 MiB in float32); full mode: ~98M parameters (372 MiB), the benchmark's size.
+
+Full result (benchmarks/results/merge.json, 305 s on the shared 2-core machine, 1 thread): FAIL. The streamed
+increment is 554 / 854 / 1377 MiB at K = 2 / 4 / 6 (23 / 36 / 57 times the 24 MiB largest tensor; 1.5 / 2.3 / 3.7
+times the 372 MiB model), over the (3K + 6) x largest + 64 MiB bound by 201 / 358 / 737 MiB; the eager baseline's is
+1984 / 3263 / 4122 MiB (5.3 / 8.8 / 11.1 times the model), so streaming holds 3.0-3.8x less and grows by ~8.6
+largest tensors per added model against the eager ~1.4 models; both write identical tensors. What is over the bound
+is the engine's working set per tensor, not the reading or the writing: measured step by step on one 24 MiB tensor
+at K = 6, building the stacked float32 deltas peaks at 12 tensors (the K differences are listed, then stacked), the
+trim at 18 (masked copies listed, then stacked, plus kthvalue's copy and indices), the sign election and disjoint
+mean at 21.5 (elementwise temporaries over the (K, n) stack). An in-place delta buffer, in-place trimming and a
+per-model accumulation (or a chunked elementwise pass) in the consensus would bring this near K + a few tensors.
 """
 
 import argparse
