@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from paperzoo.core.errors import DataError
 
@@ -80,13 +79,3 @@ def verify_checkpoint_file(path: str | os.PathLike[str]) -> None:
         raise DataError(f"checkpoint {path} is truncated or corrupt ({err})") from err
     if broken is not None:
         raise DataError(f"checkpoint {path} is truncated or corrupt (member {broken} fails its checksum)")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes via temp file + rename and names the file when loading fails."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        atomic_torch_save(checkpoint, path)
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return load_checkpoint_file(path, map_location or "cpu")

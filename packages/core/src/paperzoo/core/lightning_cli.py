@@ -5,12 +5,27 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from paperzoo.core.data.base import BaseDataModule
-from paperzoo.core.io import AtomicCheckpointIO, verify_checkpoint_file
+from paperzoo.core.io import atomic_torch_save, load_checkpoint_file, verify_checkpoint_file
 from paperzoo.core.task import BaseTask
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes via temp file + rename and names the file when loading fails.
+
+    It lives here, not in `paperzoo.core.io`, so that io (atomic files, caches) imports without Lightning: `paperzoo
+    merge` and other non-training tools then start without its ~0.7 GiB and seconds of import.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location or "cpu")
 
 
 class PaperzooCLI(LightningCLI):
