@@ -28,13 +28,16 @@ test-fast:
 test-slow: setup  ## claim checks in quick mode, wheel builds
 	$(RUN) pytest -n 2 -m slow
 
-peers: setup  ## the peer libraries (peers group; granite-tsfm, pylate and FunASR's model code without their pins)
+peers: setup  ## the peer libraries (peers group; granite-tsfm, pylate, FunASR's model code, fusion-bench and mergekit without their pins)
 	$(UV) sync --all-packages --frozen --group peers
 	$(UV) pip install --python .venv/bin/python --no-deps "granite-tsfm>=0.3" "pylate>=1.6"
 	$(UV) pip install --python .venv/bin/python --no-deps "funasr==1.4.16" "rapidfuzz>=3.9" "six>=1.16" "kaldiio>=2.18" \
 		"librosa>=0.10" "lazy-loader>=0.4" "torch-complex>=0.4"
+	$(UV) pip install --python .venv/bin/python --no-deps "fusion-bench==0.2.33" "mergekit==0.1.5" \
+		"omegaconf>=2.2,<2.4" "hydra-core>=1.3" "antlr4-python3-runtime==4.9.3" "accelerate>=1.6" "peft>=0.18" \
+		"bidict>=0.23" "immutables>=0.21"
 
-test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python, mambapy, FunASR)
+test-peers: peers  ## equality tests against peer libraries (transformers, granite-tsfm, sentence-transformers, pylate, muvera-python, mambapy, FunASR, fusion-bench, mergekit)
 	$(UV) run --frozen --all-packages --group peers pytest -n 2 -m peers
 
 testbed: setup  ## the merging testbed: Fashion-MNIST base + vision experts, GPT base + text experts (cached by recipe)
@@ -60,6 +63,7 @@ bench: peers  ## performance benchmarks against peer libraries (installs the pee
 		--documents 500 --queries 500 --rounds 3 --search-queries 200
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/mamba_scan.py --threads 1
 	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/paraformer_vs_funasr.py --threads 1 --rounds 7
+	$(UV) run --frozen --all-packages --group peers python benchmarks/perf/merge_vs_mergekit.py --shape full --experts 6 --rounds 3
 
 build:  ## one wheel per member into dist/
 	$(UV) build --all-packages --out-dir dist
