@@ -151,7 +151,7 @@ class VisionRecipe:
         """`full()` with a stronger fine-tuning regime, for `benchmarks/studies/merging_finetune_regime.py` (do the
         merging verdicts depend on how far the experts move?): 3x the fine-tuning steps (1200) at 3x the peak
         fine-tuning learning rate (9e-4); base, probe, data and seed as in `full()`. Chosen before any result (3x
-        rather than 4x steps only to fit the build in the time available), not tuned. About 3x the full build."""
+        rather than 4x steps only to fit the build in the time available), not tuned. Build: 564 s CPU, one thread."""
         return replace(cls(), finetune_steps=3 * cls.finetune_steps, lr=3 * cls.lr)
 
     @classmethod
