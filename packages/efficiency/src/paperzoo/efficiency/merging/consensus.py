@@ -9,18 +9,27 @@ reference code instead assigns the sign of the whole vector's total there.
 import torch
 
 
+def sum_models(x: torch.Tensor) -> torch.Tensor:
+    """x (K, *shape) -> (*shape): x[0] + x[1] + ... in that order, so a chunk's sum equals the whole tensor's bits
+    (torch's dim-0 sum reorders the K terms for narrow tensors, which would make chunked merges differ)."""
+    total = x[0].clone()
+    for row in x[1:]:
+        total += row
+    return total
+
+
 def elect_sign(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """deltas (K, *shape), weights (K,) -> elected sign (*shape) in {-1, 0, 1}."""
     weighted = deltas * weights.reshape(-1, *([1] * (deltas.dim() - 1)))  # (K, *shape)
-    return torch.sign(weighted.sum(dim=0))
+    return torch.sign(sum_models(weighted))
 
 
 def disjoint_mean(deltas: torch.Tensor, weights: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """Mean of deltas (K, *shape) over models agreeing with `sign` (*shape), weighted by weights (K,) > 0."""
     w = weights.reshape(-1, *([1] * (deltas.dim() - 1)))  # (K, 1, ...)
     agree = (torch.sign(deltas) == sign.unsqueeze(0)) & (sign.unsqueeze(0) != 0)  # (K, *shape)
-    total = (deltas * w * agree).sum(dim=0)  # (*shape)
-    mass = (w * agree).sum(dim=0)  # (*shape)
+    total = sum_models(deltas * w * agree)  # (*shape)
+    mass = sum_models((w * agree).expand_as(deltas))  # (*shape)
     return torch.where(mass > 0, total / mass.clamp_min(torch.finfo(mass.dtype).tiny), torch.zeros_like(total))
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from paperzoo.efficiency.merging.consensus import sum_models
 from paperzoo.efficiency.merging.sparsify import order_statistics
 
 __all__ = ["PCBStatistics", "balancing", "clip_ranks", "cut_ranks", "pcb_combine", "pcb_statistics", "rescale"]
@@ -84,7 +85,7 @@ def balancing(deltas: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple
     low, high = _column(lo, deltas), _column(hi, deltas)
     clipped = torch.minimum(torch.maximum(deltas.abs(), low), high)  # (K, *shape) clamp(|tau|, lo, hi)
     intra = torch.exp(count * _normalize(clipped, low, high) ** 2)  # self-awareness, in [1, e^K]
-    inter = torch.tanh(deltas * deltas.sum(dim=0, keepdim=True))  # cross-awareness, agreement with the sum
+    inter = torch.tanh(deltas * sum_models(deltas).unsqueeze(0))  # cross-awareness, agreement with the sum
     return intra * inter, torch.sign(deltas) * clipped
 
 
@@ -137,5 +138,5 @@ def pcb_combine(
     beta, clipped = balancing(deltas, stats.lo, stats.hi)
     scale = rescale(beta, stats.cut, stats.top)  # (K, *shape) in [0, 1]
     w = _column(torch.as_tensor(weights, dtype=torch.float32), deltas)
-    merged = (clipped * w * scale).sum(dim=0) / torch.clamp(scale.sum(dim=0), min=1e-12)
+    merged = sum_models(clipped * w * scale) / torch.clamp(sum_models(scale), min=1e-12)
     return base.float() + lambda_ * merged

@@ -20,6 +20,16 @@ take two extra streamed passes over the models (one tensor of each model at a ti
 PCB's statistics take four. Inputs may be any mapping of name -> tensor (a lazy one
 loads each tensor when indexed).
 
+Memory model: tensors are merged one at a time, and each one in flat chunks of at most `CHUNK` entries. Per tensor
+the engine holds the base tensor and the K model tensors as read (their dtype), the output (preallocated in the base's
+dtype) and, for DARE, each model's keep mask as bool (1 byte per entry, drawn for the whole tensor so that it equals
+the unchunked draw); every float32 temporary (the K deltas, trimmed or dropped deltas, signs, masks, sums) has the
+size (K, chunk), a few tens of MiB at most whatever the tensor. So a merge of lazy inputs peaks near (K + 2) x the
+largest tensor (+ K/4 for DARE) plus a constant, not K x the model. Per-tensor TIES thresholds are exact k-th
+magnitudes computed over the chunks (`sparsify.global_thresholds`, two passes over the tensor); the global passes
+(TIES global thresholds, PCB statistics) stream the same chunks. Chunking changes no result: every operation is
+elementwise or a reduction over the K models, so the output is bit-identical to one whole-tensor step.
+
 `merge_iter` yields the merged tensors one at a time (what `merge` collects, and what a writer can stream to disk);
 `model_params` overrides a method's per-model parameters (ties: density; DARE: drop_rate, rescale; pcb: ratio) for
 one model, as mergekit's per-model parameters do; parameters of the whole merge (lambda_, scope, clip) cannot be.
@@ -27,18 +37,25 @@ one model, as mergekit's per-model parameters do; parameters of the whole merge 
 
 import fnmatch
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from paperzoo.core.errors import ConfigError, require
-from paperzoo.efficiency.merging.consensus import ties_merge
+from paperzoo.efficiency.merging.consensus import sum_models, ties_merge
 from paperzoo.efficiency.merging.pcb import pcb_combine, pcb_statistics
-from paperzoo.efficiency.merging.sparsify import generator_for, global_thresholds, magnitude_mask, random_drop
-from paperzoo.efficiency.merging.task_vector import StateDict, check_compatible, task_vector
+from paperzoo.efficiency.merging.sparsify import (
+    apply_drop,
+    drop_mask,
+    generator_for,
+    global_thresholds,
+    magnitude_mask,
+)
+from paperzoo.efficiency.merging.task_vector import StateDict, check_compatible, layout
 
 __all__ = [
+    "CHUNK",
     "METHODS",
     "Method",
     "Sources",
@@ -50,6 +67,30 @@ __all__ = [
     "validate_model_parameters",
     "validate_parameters",
 ]
+
+
+CHUNK = 1 << 20  # entries per step of a per-tensor combine: bounds its float32 temporaries to (K, CHUNK)
+
+
+def _spans(count: int) -> Iterator[slice]:
+    """Consecutive slices of at most CHUNK entries covering range(count) (CHUNK read at call time: tests patch it)."""
+    step = CHUNK
+    return (slice(start, min(start + step, count)) for start in range(0, count, step))
+
+
+def _read(model: Mapping[str, torch.Tensor], name: str, base: torch.Tensor) -> torch.Tensor:
+    """One model's tensor `name` (read once), flattened; ConfigError when its shape differs from the base's."""
+    tensor = model[name].detach()
+    if tuple(tensor.shape) != tuple(base.shape):
+        raise ConfigError(
+            f"Tensor {name!r} has shape {tuple(tensor.shape)} in a model but {tuple(base.shape)} in the base."
+        )
+    return tensor.reshape(-1)
+
+
+def _delta_chunk(base: torch.Tensor, chunks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(K, c) float32 deltas model - base of one chunk (the base chunk (c,) fixes the device), as `task_vector`."""
+    return torch.stack([chunk.to(device=base.device, dtype=torch.float32) - base.to(torch.float32) for chunk in chunks])
 
 
 @dataclass(frozen=True)
@@ -64,12 +105,16 @@ class Sources:
     model_params: tuple[dict[str, Any], ...]  # per model: the global parameters with its overrides
 
     def all_deltas(self) -> Callable[[], Iterator[tuple[str, torch.Tensor]]]:
-        """A function returning a fresh iterator of (name, deltas (K, *shape) float32), one tensor name at a time."""
+        """A function returning a fresh iterator of (name, deltas (K, c) float32): the flattened task vectors of each
+        tensor in chunks of at most CHUNK entries (each tensor read once per pass), one chunk at a time."""
 
         def stream() -> Iterator[tuple[str, torch.Tensor]]:
             for name in self.names:
                 base = self.base[name].detach()
-                yield name, torch.stack([task_vector(base, model[name].detach(), name) for model in self.models])
+                models = [_read(model, name, base) for model in self.models]
+                flat = base.reshape(-1)
+                for span in _spans(flat.numel()):
+                    yield name, _delta_chunk(flat[span], [model[span] for model in models])
 
         return stream
 
@@ -83,20 +128,27 @@ class _Context:
     params: dict[str, Any]  # global parameters
     model_params: tuple[dict[str, Any], ...]  # per model: global parameters with that model's overrides
     seed: int
+    shape: tuple[int, ...]  # the tensor's shape (the combine sees it flattened)
     prepared: Any  # what the method's `prepare` returned (global statistics), None without one
+    local: Any = None  # what the method's `per_tensor` returned for this tensor, None without one
 
 
-_Combine = Callable[[torch.Tensor, list[torch.Tensor], _Context], torch.Tensor]
+# (base chunk (c,), the K models' chunks (c,) as read, ctx, the chunk's slice of the flattened tensor) -> (c,) float32
+_Combine = Callable[[torch.Tensor, list[torch.Tensor], _Context, slice], torch.Tensor]
 _Prepare = Callable[[Sources], Any]
+# (flattened base (n,), the K flattened models (n,), ctx) -> per-tensor state for `combine` (ctx.local)
+_PerTensor = Callable[[torch.Tensor, list[torch.Tensor], _Context], Any]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A merge method: its parameters with defaults, and the function merging one tensor (returns float32).
+    """A merge method: its parameters with defaults, and the function merging one chunk of a tensor (float32).
 
+    `combine` must be elementwise or reduce over the K models only, so that chunking does not change its result.
     `per_model` names the parameters a model may override (`model_params`); `prepare`, when given, runs before
-    the merge over all the tensors (streamed) and returns global statistics the per-tensor function reads from
-    `ctx.prepared` (e.g. one magnitude threshold per model over its whole task vector).
+    the merge over all the tensors (streamed) and returns global statistics `combine` reads from `ctx.prepared`
+    (e.g. one magnitude threshold per model over its whole task vector); `per_tensor`, when given, runs once per
+    tensor before its chunks and returns what `combine` reads from `ctx.local` (DARE's masks, per-tensor thresholds).
     """
 
     name: str
@@ -105,33 +157,22 @@ class Method:
     parameters: dict[str, Any] = field(default_factory=dict)
     per_model: frozenset[str] = frozenset()
     prepare: _Prepare | None = None
+    per_tensor: _PerTensor | None = None
 
 
-def _average(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
+def _average(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context, span: slice) -> torch.Tensor:
     total = torch.zeros(base.shape, dtype=torch.float32, device=base.device)
     for w, t in zip(ctx.weights.tolist(), tensors, strict=True):
         total += w * t.to(device=base.device, dtype=torch.float32)
     return total / float(ctx.weights.sum())
 
 
-def _deltas(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
-    return torch.stack([task_vector(base, t, ctx.name) for t in tensors])  # (K, *shape)
-
-
-def _dare(deltas: torch.Tensor, ctx: _Context) -> torch.Tensor:
-    dropped = []
-    for i, (d, params) in enumerate(zip(deltas, ctx.model_params, strict=True)):
-        p, rescale = float(params["drop_rate"]), bool(params["rescale"])
-        dropped.append(random_drop(d, p, generator_for(ctx.seed, i, ctx.name), rescale=rescale))
-    return torch.stack(dropped)
-
-
 def _weighted_sum(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return (deltas * weights.to(deltas.device).reshape(-1, *([1] * (deltas.dim() - 1)))).sum(dim=0)
+    return sum_models(deltas * weights.to(deltas.device).reshape(-1, *([1] * (deltas.dim() - 1))))
 
 
-def _task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
-    merged = _weighted_sum(_deltas(base, tensors, ctx), ctx.weights)
+def _task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context, span: slice) -> torch.Tensor:
+    merged = _weighted_sum(_delta_chunk(base, tensors), ctx.weights)
     return base.float() + float(ctx.params["lambda_"]) * merged
 
 
@@ -145,31 +186,60 @@ def _ties_thresholds(sources: Sources) -> list[float] | None:
     )
 
 
-def _ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
-    deltas = _deltas(base, tensors, ctx)
-    thresholds: list[float | None] = list(ctx.prepared) if ctx.prepared is not None else [None] * len(tensors)
+def _ties_tensor_thresholds(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> list[float]:
+    # scope "global": the prepared thresholds; "tensor": each model's exact k-th magnitude over this tensor, selected
+    # over its chunks in bounded memory (equal to torch.kthvalue on the whole tensor's magnitudes)
+    if ctx.prepared is not None:
+        return list(ctx.prepared)
+
+    def chunks() -> Iterator[torch.Tensor]:
+        for span in _spans(base.numel()):
+            yield _delta_chunk(base[span], [t[span] for t in tensors])  # (K, c)
+
+    return global_thresholds(chunks, [float(params["density"]) for params in ctx.model_params])
+
+
+def _ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context, span: slice) -> torch.Tensor:
+    deltas = _delta_chunk(base, tensors)  # (K, c)
     trimmed = torch.stack(
         [
             d * magnitude_mask(d, float(params["density"]), thr)
-            for d, thr, params in zip(deltas, thresholds, ctx.model_params, strict=True)
+            for d, thr, params in zip(deltas, ctx.local, ctx.model_params, strict=True)
         ]
     )
     return base.float() + float(ctx.params["lambda_"]) * ties_merge(trimmed, ctx.weights.to(deltas.device))
 
 
-def _dare_task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
-    merged = _weighted_sum(_dare(_deltas(base, tensors, ctx), ctx), ctx.weights)
+def _dare_masks(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> list[torch.Tensor | None]:
+    # each model's keep mask over the whole tensor, bool (n,): the same draw as an unchunked merge, seeded per
+    # (seed, model, name); None where drop_rate is 0 (nothing dropped, nothing drawn)
+    masks: list[torch.Tensor | None] = []
+    for i, params in enumerate(ctx.model_params):
+        p = float(params["drop_rate"])
+        masks.append(None if p == 0.0 else drop_mask(ctx.shape, p, generator_for(ctx.seed, i, ctx.name)).reshape(-1))
+    return masks
+
+
+def _dare(deltas: torch.Tensor, ctx: _Context, span: slice) -> torch.Tensor:
+    dropped = []
+    for d, keep, params in zip(deltas, ctx.local, ctx.model_params, strict=True):
+        p, rescale = float(params["drop_rate"]), bool(params["rescale"])
+        dropped.append(apply_drop(d, None if keep is None else keep[span], p, rescale=rescale))
+    return torch.stack(dropped)
+
+
+def _dare_task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context, span: slice) -> torch.Tensor:
+    merged = _weighted_sum(_dare(_delta_chunk(base, tensors), ctx, span), ctx.weights)
     return base.float() + float(ctx.params["lambda_"]) * merged
 
 
-def _dare_ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
-    dropped = _dare(_deltas(base, tensors, ctx), ctx)
+def _dare_ties(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context, span: slice) -> torch.Tensor:
+    dropped = _dare(_delta_chunk(base, tensors), ctx, span)
     return base.float() + float(ctx.params["lambda_"]) * ties_merge(dropped, ctx.weights.to(dropped.device))
 
 
-def _pcb(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context) -> torch.Tensor:
-    deltas = _deltas(base, tensors, ctx)
-    return pcb_combine(base, deltas, ctx.weights, float(ctx.params["lambda_"]), ctx.prepared)
+def _pcb(base: torch.Tensor, tensors: list[torch.Tensor], ctx: _Context, span: slice) -> torch.Tensor:
+    return pcb_combine(base, _delta_chunk(base, tensors), ctx.weights, float(ctx.params["lambda_"]), ctx.prepared)
 
 
 _DARE = {"drop_rate": 0.9, "rescale": True, "lambda_": 1.0}
@@ -187,6 +257,7 @@ METHODS: dict[str, Method] = {
             {"density": 0.2, "scope": "global", "lambda_": 1.0},
             frozenset({"density"}),
             _ties_thresholds,
+            _ties_tensor_thresholds,
         ),
         Method(
             "dare_task_arithmetic",
@@ -194,6 +265,7 @@ METHODS: dict[str, Method] = {
             _dare_task_arithmetic,
             _DARE,
             _DARE_PER_MODEL,
+            per_tensor=_dare_masks,
         ),
         Method(
             "dare_ties",
@@ -201,6 +273,7 @@ METHODS: dict[str, Method] = {
             _dare_ties,
             _DARE,
             _DARE_PER_MODEL,
+            per_tensor=_dare_masks,
         ),
         Method(
             "pcb",
@@ -345,8 +418,8 @@ def merge_iter(
     check_compatible(base, models)
     mergeable = tuple(
         name
-        for name, tensor in base.items()
-        if tensor.is_floating_point() and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+        for name, (_, dtype) in layout(base).items()
+        if dtype.is_floating_point and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
     )
     sources = Sources(base, models, mergeable, w, full, per_model)
     return _stream(spec, sources, seed)
@@ -361,9 +434,19 @@ def _stream(spec: Method, sources: Sources, seed: int) -> Iterator[tuple[str, to
             if name not in chosen:
                 yield name, tensor.detach().clone()
                 continue
-            ctx = _Context(name, sources.weights, sources.params, sources.model_params, seed, prepared)
-            merged = spec.combine(tensor.detach(), [model[name].detach() for model in sources.models], ctx)
-            yield name, merged.to(tensor.dtype)
+            base = tensor.detach()
+            flat = base.reshape(-1)  # (n,)
+            models = [_read(model, name, base) for model in sources.models]  # K x (n,), read once, as stored
+            shape = tuple(base.shape)
+            ctx = _Context(name, sources.weights, sources.params, sources.model_params, seed, shape, prepared)
+            if spec.per_tensor is not None:
+                ctx = replace(ctx, local=spec.per_tensor(flat, models, ctx))
+            merged = torch.empty(shape, dtype=base.dtype, device=base.device)
+            out = merged.view(-1)
+            for span in _spans(flat.numel()):
+                out[span] = spec.combine(flat[span], [model[span] for model in models], ctx, span).to(base.dtype)
+            del models, ctx
+            yield name, merged
 
 
 def merge(

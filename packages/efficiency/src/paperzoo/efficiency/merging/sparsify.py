@@ -178,11 +178,22 @@ def generator_for(seed: int, model_index: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
+def drop_mask(shape: Sequence[int], p: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE's keep mask, bool (*shape) on the CPU (1 byte per entry), P(keep) = 1 - p; drawn for the whole tensor."""
+    return torch.rand(tuple(shape), generator=generator) >= p
+
+
+def apply_drop(delta: torch.Tensor, keep: torch.Tensor | None, p: float, *, rescale: bool = True) -> torch.Tensor:
+    """delta with the entries outside `keep` (same shape; None when p == 0: keep all) zeroed, rescaled by 1/(1-p)."""
+    if p == 0.0 or keep is None:
+        return delta.clone()
+    dropped = delta * keep.to(delta.device)
+    return dropped / (1.0 - p) if rescale else dropped
+
+
 def random_drop(delta: torch.Tensor, p: float, generator: torch.Generator, *, rescale: bool = True) -> torch.Tensor:
     """DARE: zero each entry with probability p; multiply survivors by 1/(1-p) when `rescale`. Same shape as delta."""
     require(0.0 <= p < 1.0, f"drop_rate={p} is out of range; expected 0 <= drop_rate < 1.")
     if p == 0.0:
         return delta.clone()
-    keep = torch.rand(delta.shape, generator=generator) >= p  # (*shape) on CPU, P(keep) = 1 - p
-    dropped = delta * keep.to(delta.device)
-    return dropped / (1.0 - p) if rescale else dropped
+    return apply_drop(delta, drop_mask(delta.shape, p, generator), p, rescale=rescale)

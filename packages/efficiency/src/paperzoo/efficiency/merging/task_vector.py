@@ -23,18 +23,37 @@ def task_vector(base: torch.Tensor, model: torch.Tensor, name: str = "tensor") -
     return model.to(device=base.device, dtype=torch.float32) - base.to(torch.float32)
 
 
+TensorInfo = tuple[tuple[int, ...], torch.dtype]
+
+
+def layout(tensors: Mapping[str, torch.Tensor]) -> dict[str, TensorInfo]:
+    """{name: (shape, dtype)} of a mapping, in its order, without reading tensor data when it has a `layout`.
+
+    A lazy mapping such as `io.LazyStateDict` carries `layout` (read from the checkpoint headers); any other mapping
+    is indexed (an in-memory dict costs nothing; a lazy mapping without `layout` reads each tensor once).
+    """
+    known = getattr(tensors, "layout", None)
+    if isinstance(known, Mapping):
+        return {name: (tuple(shape), dtype) for name, (shape, dtype) in known.items()}
+    return {name: (tuple(tensor.shape), tensor.dtype) for name, tensor in tensors.items()}
+
+
 def check_compatible(base: Mapping[str, torch.Tensor], models: Sequence[Mapping[str, torch.Tensor]]) -> None:
-    """Raise ConfigError naming the first tensor that a model lacks, adds, or holds with another shape than the base."""
+    """Raise ConfigError naming the first tensor that a model lacks, adds, or holds with another shape than the base.
+
+    Shapes come from `layout`, so lazy inputs with a `layout` are checked without reading any tensor.
+    """
+    expected = layout(base)
     for index, model in enumerate(models):
-        missing = [name for name in base if name not in model]
+        found = layout(model)
+        missing = [name for name in expected if name not in found]
         if missing:
             raise ConfigError(f"Model {index} has no tensor {missing[0]!r} that the base has ({len(missing)} missing).")
-        extra = [name for name in model if name not in base]
+        extra = [name for name in found if name not in expected]
         if extra:
             raise ConfigError(f"Model {index} has a tensor {extra[0]!r} that the base lacks ({len(extra)} extra).")
-        for name, tensor in base.items():
-            if tuple(model[name].shape) != tuple(tensor.shape):
+        for name, (shape, _) in expected.items():
+            if found[name][0] != shape:
                 raise ConfigError(
-                    f"Tensor {name!r} has shape {tuple(model[name].shape)} in model {index} but {tuple(tensor.shape)}"
-                    " in the base."
+                    f"Tensor {name!r} has shape {found[name][0]} in model {index} but {shape} in the base."
                 )
