@@ -29,16 +29,13 @@ The streamed increment / model bytes and both runs' seconds are reported too.
 
 Quick mode: a ~20M-parameter model (78 MiB in float32); full mode: ~98M parameters (372 MiB), the benchmark's size.
 
-Full result (benchmarks/results/merge.json, 305 s on the shared 2-core machine, 1 thread): FAIL. The streamed
-increment is 554 / 854 / 1377 MiB at K = 2 / 4 / 6 (23 / 36 / 57 times the 24 MiB largest tensor; 1.5 / 2.3 / 3.7
-times the 372 MiB model), over the (3K + 6) x largest + 64 MiB bound by 201 / 358 / 737 MiB; the eager baseline's is
-1984 / 3263 / 4122 MiB (5.3 / 8.8 / 11.1 times the model), so streaming holds 3.0-3.8x less and grows by ~8.6
-largest tensors per added model against the eager ~1.4 models; both write identical tensors. What is over the bound
-is the engine's working set per tensor, not the reading or the writing: measured step by step on one 24 MiB tensor
-at K = 6, building the stacked float32 deltas peaks at 12 tensors (the K differences are listed, then stacked), the
-trim at 18 (masked copies listed, then stacked, plus kthvalue's copy and indices), the sign election and disjoint
-mean at 21.5 (elementwise temporaries over the (K, n) stack). An in-place delta buffer, in-place trimming and a
-per-model accumulation (or a chunked elementwise pass) in the consensus would bring this near K + a few tensors.
+Full result (benchmarks/results/merge.json, 286 s on the shared 2-core machine, 1 thread): PASS. The streamed
+increment is 192 / 303 / 423 MiB at K = 2 / 4 / 6 (8.0 / 12.6 / 17.6 times the 24 MiB largest tensor, about (K + 2)
+tensors plus ~50-230 MiB; 0.5 / 0.8 / 1.1 times the 372 MiB model); the eager baseline's is 1678 / 2520 / 3362 MiB
+(4.5 / 6.8 / 9.0 times the model); both write identical tensors. That is since the engine merges each tensor in flat
+chunks of 2^20 entries (`procedure.CHUNK`). The first full run, before chunking, failed: 554 / 854 / 1377 MiB (23 /
+36 / 57 largest tensors), because the per-tensor combine held the stacked (K, n) float32 deltas, their trimmed
+copies and the election's temporaries (12 / 18 / 21.5 tensors at K = 6, measured step by step).
 """
 
 import argparse
