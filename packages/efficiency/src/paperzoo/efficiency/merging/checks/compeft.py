@@ -49,7 +49,7 @@ import torch
 from paperzoo.core.card import MethodCard
 from paperzoo.core.checks import ClaimResult, Criterion, torch_threads
 from paperzoo.efficiency.merging.checks.common import Testbed, table, tune_lambda
-from paperzoo.efficiency.merging.checks.dare import gain_kept
+from paperzoo.efficiency.merging.checks.dare import gain_kept, testbed_tracks
 from paperzoo.efficiency.merging.compeft import (
     CompressedTaskVector,
     compeft_compress,
@@ -60,7 +60,7 @@ from paperzoo.efficiency.merging.compeft import (
 from paperzoo.efficiency.merging.io import save_safetensors
 from paperzoo.efficiency.merging.procedure import merge
 from paperzoo.efficiency.merging.task_vector import StateDict, task_vector
-from paperzoo.efficiency.merging.testbed import TextRecipe, VisionRecipe, text_testbed, vision_testbed
+from paperzoo.efficiency.merging.testbed import TextRecipe, VisionRecipe
 
 CARD = MethodCard(
     key="compeft",
@@ -247,9 +247,7 @@ def run(setting: Setting, progress: bool = False) -> ClaimResult:
     criteria: list[Criterion] = []
     curves: dict[str, list[tuple[float, float]]] = {}
     config: dict[str, Any] = {"setting": asdict(setting)}
-    tracks: list[tuple[str, Any]] = [("text", text_testbed(setting.text, progress=progress))]
-    if setting.vision is not None:
-        tracks.append(("vision", vision_testbed(setting.vision, progress=progress)))
+    tracks = testbed_tracks(setting.text, setting.vision, progress)
     for track, testbed in tracks:
         config[f"{track} build_seconds"] = testbed.build_seconds
         tasks = tuple(testbed.experts)

@@ -284,6 +284,14 @@ def _flatten(prefix: str, rows: Mapping[str, Mapping[str, float]]) -> dict[str, 
     return {f"{prefix} {name} {key}": value for name, row in rows.items() for key, value in row.items()}
 
 
+def testbed_tracks(text: TextRecipe, vision: VisionRecipe | None, progress: bool) -> list[tuple[str, Any]]:
+    """("text", its testbed) and, when `vision` is given, ("vision", its testbed): what DARE and ComPEFT run on."""
+    tracks: list[tuple[str, Any]] = [("text", text_testbed(text, progress=progress))]
+    if vision is not None:
+        tracks.append(("vision", vision_testbed(vision, progress=progress)))
+    return tracks
+
+
 def run(setting: Setting, progress: bool = False) -> ClaimResult:
     """The check at `setting` (see the module docstring)."""
     start = time.perf_counter()
@@ -292,9 +300,7 @@ def run(setting: Setting, progress: bool = False) -> ClaimResult:
     criteria: list[Criterion] = []
     curves: dict[str, list[tuple[float, float]]] = {}
     config: dict[str, Any] = {"setting": asdict(setting)}
-    tracks: list[tuple[str, Any]] = [("text", text_testbed(setting.text, progress=progress))]
-    if setting.vision is not None:
-        tracks.append(("vision", vision_testbed(setting.vision, progress=progress)))
+    tracks = testbed_tracks(setting.text, setting.vision, progress)
     for track, testbed in tracks:
         config[f"{track} build_seconds"] = testbed.build_seconds
         tasks = tuple(testbed.experts)
